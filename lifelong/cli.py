@@ -1,0 +1,141 @@
+"""The `lifelong` command line. A user's mistake prints one line and exits with code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from lifelong.errors import DivergenceError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help="Continual learning for language models.")
+err_console = Console(stderr=True)
+DEFAULT_JOB = ["toy_naive", "toy_self_replay"]
+
+
+def parse_set(items: list[str]) -> dict[str, object]:
+    """`--set train.lr=1e-4` pairs; values are read as YAML scalars (numbers, booleans, lists)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command("run")
+def run_cmd(
+    configs: Annotated[list[str] | None, typer.Argument(help="YAML files or built-in config names.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: train.lr=1e-4")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Where run directories go.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Run each config (default: the toy stream with naive and self_replay) and compare them."""
+    from lifelong.config import load_config
+    from lifelong.report import print_runs
+    from lifelong.train import resume as resume_run
+    from lifelong.train import run
+
+    overrides = parse_set(set_ or [])
+    if output_dir:
+        overrides["output_dir"] = output_dir
+    console = Console()
+    if resume is not None:
+        if configs and len(configs) > 1:
+            raise UserError("--resume continues one run: give at most one config")
+        cfg = load_config(configs[0], overrides) if configs else None
+        result = resume_run(resume, cfg, show_progress=progress)
+        print_runs([result.path], console)
+        return
+    paths = []
+    for name in configs or DEFAULT_JOB:
+        cfg = load_config(name, overrides)
+        console.print(
+            f"[bold]{cfg.name}[/bold]: {len(cfg.methods)} method(s) "
+            f"{'+'.join(m.name for m in cfg.methods)} on stream {cfg.stream.builtin or cfg.stream.name}"
+        )
+        result = run(cfg, show_progress=progress)
+        console.print(f"  wrote {result.path}")
+        paths.append(result.path)
+    print_runs(paths, console)
+
+
+@app.command("report")
+def report_cmd(runs: Annotated[list[Path], typer.Argument(help="Run directories.")]) -> None:
+    """Print the matrices and metrics of finished runs side by side."""
+    from lifelong.report import print_runs
+
+    for path in runs:
+        if not (path / "summary.json").is_file():
+            raise UserError(f"{str(path)!r} has no results (summary.json): is the run finished?")
+    print_runs(runs)
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the registered methods."""
+    from lifelong.methods import registered
+
+    for name, entry in sorted(registered().items()):
+        typer.echo(f"{name:14s} {entry.summary}")
+
+
+@app.command("streams")
+def streams_cmd() -> None:
+    """List the built-in streams."""
+    from lifelong.data import BUILTIN_STREAMS
+
+    for name, make in BUILTIN_STREAMS.items():
+        typer.echo(f"{name:14s} {(make.__doc__ or '').strip().splitlines()[0]}")
+
+
+@app.command("configs")
+def configs_cmd() -> None:
+    """List the built-in configs (usable by name with `lifelong run NAME`)."""
+    from lifelong.config import builtin_configs
+
+    for name in builtin_configs():
+        typer.echo(name)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        err_console.print(f"error: {err}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(2)
+    except DivergenceError as err:
+        err_console.print(f"diverged: {err}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001
+        from click.exceptions import ClickException, Exit
+
+        if isinstance(err, Exit):
+            sys.exit(err.exit_code)
+        if isinstance(err, ClickException):
+            err.show()
+            sys.exit(2)
+        from lifelong.train import Interrupted
+
+        if isinstance(err, Interrupted):
+            err_console.print(
+                f"interrupted: checkpoint saved; continue with: lifelong run --resume {err}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

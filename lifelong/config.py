@@ -1,0 +1,256 @@
+"""The run config: YAML parsed once into pydantic models and passed down. Cross-field checks live in
+validators, so a bad config fails before any model is loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lifelong.errors import UserError
+from lifelong.methods import MethodConfig, method_entry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(_Strict):
+    """Where a split's examples come from: exactly one of `file`, `hf` or `examples`."""
+
+    file: str | None = None  # .jsonl, .json or .csv
+    hf: str | None = None  # a `datasets` hub id, or a local directory written by save_to_disk
+    hf_config: str | None = None
+    split: str = "train"
+    examples: list[dict[str, Any]] | None = None  # inline rows
+    prompt_field: str = "prompt"
+    target_field: str = "target"
+    text_field: str = "text"
+    limit: int | None = Field(default=None, ge=1)  # keep the first `limit` rows
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSource:
+        given = [k for k in ("file", "hf", "examples") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'file', 'hf' or 'examples'")
+        return self
+
+
+class TaskSpec(_Strict):
+    name: str
+    kind: Literal["text", "prompt_target"] = "prompt_target"
+    metric: Literal["exact_match", "accuracy", "loss"] | None = None  # default by kind
+    token: str | None = None  # the token that starts every sequence; default "<name>"
+    train: DataSource
+    eval: DataSource | None = None
+    eval_fraction: float = Field(default=0.1, gt=0, lt=1)  # held out from train if `eval` is absent
+
+    @model_validator(mode="after")
+    def _defaults(self) -> TaskSpec:
+        if self.metric is None:
+            self.metric = "loss" if self.kind == "text" else "exact_match"
+        if self.token is None:
+            self.token = f"<{self.name}>"
+        if self.kind == "text" and self.metric != "loss":
+            raise ValueError(f"task {self.name!r}: text tasks are scored by 'loss'")
+        return self
+
+
+class StreamConfig(_Strict):
+    """A built-in stream (`builtin` + `options`) or a list of tasks."""
+
+    builtin: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+    tasks: list[TaskSpec] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"builtin": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> StreamConfig:
+        if (self.builtin is None) == (self.tasks is None):
+            raise ValueError("give either 'builtin' or 'tasks'")
+        if self.tasks is not None:
+            if not self.tasks:
+                raise ValueError("'tasks' is empty")
+            names = [t.name for t in self.tasks]
+            if len(set(names)) != len(names):
+                raise ValueError("task names must be unique")
+        return self
+
+
+class ModelConfig(_Strict):
+    """A tiny preset trained from scratch (`preset`) or a pretrained causal LM (`path`)."""
+
+    preset: str | None = "tiny"
+    path: str | None = None  # hub id or local directory
+    gguf_file: str | None = None  # a GGUF file inside `path`
+    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_length: int = Field(default=64, ge=4)  # context of a preset model
+    overrides: dict[str, int] = Field(default_factory=dict)  # preset fields, e.g. hidden_size
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        if self.path is not None:
+            self.preset = None
+        if self.preset is None and self.path is None:
+            raise ValueError("give a 'preset' or a 'path'")
+        return self
+
+
+class TrainConfig(_Strict):
+    steps_per_task: int = Field(default=500, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.02, ge=0)  # as in the self-replay paper's setup
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(default=0, ge=0)
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    min_lr_ratio: float = Field(default=0.1, ge=0, le=1)  # floor of cosine/linear decay
+    reset_optimizer: bool = True  # fresh AdamW moments at each task
+    rewarm: bool = True  # restart warmup and schedule at each task (else one schedule for the stream)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    loss_on: Literal["sequence", "target"] = "sequence"  # whole sequence lets a model sample inputs
+    eval_every: int | None = Field(default=None, ge=1)  # steps; the stream is also scored after each task
+    eval_batch_size: int = Field(default=512, ge=1)
+    eval_examples: int | None = Field(default=None, ge=1)  # cap per task (None: every eval example)
+    checkpoint_every: int | None = Field(default=None, ge=1)  # steps; plus one after each task
+    keep_checkpoints: int = Field(default=2, ge=1)  # mid-task checkpoints kept (task ends are kept)
+    mixed_precision: Literal["no", "bf16"] = "no"
+
+
+# Fields that may change when a run is resumed: they do not change what is computed.
+RESUMABLE_FIELDS = {
+    "name",
+    "output_dir",
+    "tracking",
+    "progress",
+    "train.eval_batch_size",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+}
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    output_dir: str = "runs"
+    stream: StreamConfig = Field(default_factory=lambda: StreamConfig(builtin="toy"))
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    methods: list[SerializeAsAny[MethodConfig]] = Field(default_factory=list)
+    tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    progress: bool = True  # a progress bar on the terminal
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> list[MethodConfig]:
+        if value is None:
+            value = []
+        if isinstance(value, str | dict):
+            value = [value]
+        out = []
+        for item in value:
+            if isinstance(item, MethodConfig):
+                out.append(item)
+                continue
+            item = {"name": item} if isinstance(item, str) else dict(item)
+            try:
+                entry = method_entry(str(item.get("name")))
+            except KeyError as err:
+                raise ValueError(err.args[0]) from None
+            out.append(entry.config_cls.model_validate(item))
+        return out or [method_entry("naive").config_cls(name="naive")]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or "/" in value or value.startswith("."):
+            raise ValueError(f"run name {value!r} must be a plain directory name")
+        return value
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the numbers (not of RESUMABLE_FIELDS)."""
+        data = self.model_dump(mode="json")
+        for dotted in RESUMABLE_FIELDS:
+            *parents, leaf = dotted.split(".")
+            node = data
+            for key in parents:
+                node = node[key]
+            node.pop(leaf, None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {msg}{more}"
+
+
+def parse_config(data: Any, source: str = "config") -> RunConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_one_line(err, source)) from None
+
+
+def builtin_configs() -> list[str]:
+    folder = resources.files("lifelong") / "configs"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config file, or a built-in config by name (see `lifelong configs`)."""
+    path = Path(path_or_name)
+    if not path.exists() and str(path_or_name) in builtin_configs():
+        text = (resources.files("lifelong") / "configs" / f"{path_or_name}.yaml").read_text()
+    elif not path.is_file():
+        known = ", ".join(builtin_configs())
+        raise UserError(f"config {str(path_or_name)!r} not found (not a file nor a built-in: {known})")
+    else:
+        text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "cannot parse"
+        raise UserError(f"malformed YAML in {path_or_name}{where}: {problem}") from None
+    return parse_config(apply_overrides(data, overrides or {}), source=str(path_or_name))
+
+
+def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
+    """Set dotted keys (`train.lr`) in a parsed YAML mapping, creating mappings on the way."""
+    data = dict(data or {}) if isinstance(data, dict) or data is None else data
+    for dotted, value in overrides.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            node[key] = child = dict(child) if isinstance(child, dict) else {}
+            node = child
+        node[leaf] = value
+    return data

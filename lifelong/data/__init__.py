@@ -1,0 +1,67 @@
+"""Streams of tasks: built-in ones by name, or tasks declared in YAML from JSONL/CSV files, inline
+examples or Hugging Face `datasets`."""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lifelong.data.loaders import load_examples
+from lifelong.data.task import Example, Stream, Task
+from lifelong.data.toy import toy_stream
+from lifelong.errors import UserError
+from lifelong.seeding import derive_seed
+
+if TYPE_CHECKING:
+    from lifelong.config import StreamConfig, TaskSpec
+
+# name -> function(seed=..., **options) -> Stream
+BUILTIN_STREAMS: dict[str, Callable[..., Stream]] = {"toy": toy_stream}
+
+
+def build_stream(cfg: StreamConfig, seed: int) -> Stream:
+    if cfg.tasks is not None:
+        return Stream(cfg.name or "custom", [build_task(spec, seed) for spec in cfg.tasks])
+    if cfg.builtin not in BUILTIN_STREAMS:
+        known = ", ".join(BUILTIN_STREAMS)
+        raise UserError(f"unknown stream {cfg.builtin!r} (known: {known})")
+    make = BUILTIN_STREAMS[cfg.builtin]
+    accepted = set(inspect.signature(make).parameters) - {"seed"}
+    unknown = sorted(set(cfg.options) - accepted)
+    if unknown:
+        raise UserError(
+            f"stream {cfg.builtin!r} has no option {unknown[0]!r} (options: {', '.join(sorted(accepted))})"
+        )
+    stream = make(seed=seed, **cfg.options)
+    if cfg.name:
+        stream.name = cfg.name
+    return stream
+
+
+def build_task(spec: TaskSpec, seed: int) -> Task:
+    train = load_examples(spec.train, spec.kind, f"task {spec.name!r} train")
+    if spec.eval is not None:
+        eval_ = load_examples(spec.eval, spec.kind, f"task {spec.name!r} eval")
+    else:
+        train, eval_ = split_examples(train, spec.eval_fraction, derive_seed(seed, "split", spec.name))
+    for split, rows in (("train", train), ("eval", eval_)):
+        if not rows:
+            raise UserError(f"task {spec.name!r} has no {split} examples")
+    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token)
+
+
+def split_examples(
+    examples: list[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Deterministic held-out split: a seeded shuffle, then the first `fraction` is eval."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(fraction * len(examples))) if len(examples) > 1 else 0
+    eval_idx = set(order[:n_eval])
+    train = [ex for i, ex in enumerate(examples) if i not in eval_idx]
+    return train, [examples[i] for i in sorted(eval_idx)]
+
+
+__all__ = ["BUILTIN_STREAMS", "Example", "Stream", "Task", "build_stream", "build_task", "toy_stream"]

@@ -1,0 +1,212 @@
+"""Tokenized tasks and the batches cut from them.
+
+Every sequence is `prefix + prompt + target + [eos]`, where the prefix is `[bos]` (if the tokenizer
+has one) followed by the task token. Text tasks are cut into context-sized windows, each with the
+prefix. Rows are stored right-padded in one tensor per split so that a batch is an index operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from lifelong.data.task import Stream, Task
+from lifelong.errors import UserError
+from lifelong.seeding import derive_seed
+
+LossOn = Literal["sequence", "target"]
+
+
+@dataclass
+class Batch:
+    """Right-padded rows. `loss_mask[b, t]` is 1 where token t is predicted by the loss."""
+
+    input_ids: torch.Tensor  # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) long
+    loss_mask: torch.Tensor  # (B, T) bool
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(*(x.to(device, non_blocking=True) for x in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.input_ids, self.attention_mask, self.loss_mask
+
+
+def concat(batches: list[Batch], pad_id: int) -> Batch:
+    """Stack batches row-wise, right-padding to the longest."""
+    width = max(b.input_ids.shape[1] for b in batches)
+
+    def pad(x: torch.Tensor, value: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    return Batch(
+        torch.cat([pad(b.input_ids, pad_id) for b in batches]),
+        torch.cat([pad(b.attention_mask, 0) for b in batches]),
+        torch.cat([pad(b.loss_mask, 0) for b in batches]),
+    )
+
+
+@dataclass
+class EncodedSet:
+    """One split of one task, tokenized: row i is `ids[i, :lengths[i]]`."""
+
+    ids: torch.Tensor  # (N, L) long, right-padded with pad_id
+    lengths: torch.Tensor  # (N,) long
+    target_start: torch.Tensor  # (N,) long: index of the first target token (prefix end for text)
+    prefix_len: int
+
+    def __len__(self) -> int:
+        return self.ids.shape[0]
+
+    def batch(self, rows: torch.Tensor, loss_on: LossOn = "sequence") -> Batch:
+        lengths = self.lengths[rows]
+        width = int(lengths.max())
+        ids = self.ids[rows, :width]
+        pos = torch.arange(width).unsqueeze(0)  # (1, T)
+        attention = pos < lengths.unsqueeze(1)  # (B, T)
+        start = self.target_start[rows] if loss_on == "target" else torch.full_like(lengths, self.prefix_len)
+        loss_mask = attention & (pos >= start.unsqueeze(1))
+        return Batch(ids, attention.long(), loss_mask)
+
+    def prompts(self) -> list[list[int]]:
+        return [self.ids[i, : self.target_start[i]].tolist() for i in range(len(self))]
+
+    def targets(self) -> list[list[int]]:
+        """Target tokens including the final eos."""
+        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in range(len(self))]
+
+
+def cat_sets(sets: list[EncodedSet], pad_id: int) -> EncodedSet:
+    width = max(s.ids.shape[1] for s in sets)
+    ids = [torch.nn.functional.pad(s.ids, (0, width - s.ids.shape[1]), value=pad_id) for s in sets]
+    return EncodedSet(
+        torch.cat(ids),
+        torch.cat([s.lengths for s in sets]),
+        torch.cat([s.target_start for s in sets]),
+        sets[0].prefix_len,
+    )
+
+
+@dataclass
+class EncodedTask:
+    name: str
+    kind: str
+    metric: str
+    prefix: list[int]  # [bos?, task token]
+    train: EncodedSet
+    eval: EncodedSet
+    choices: list[list[int]]  # token ids of each label (accuracy metric), eos included
+
+
+@dataclass
+class EncodedStream:
+    name: str
+    tasks: list[EncodedTask]
+    pad_id: int
+    eos_id: int
+    max_len: int  # longest row of any split
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def prefix_len(self) -> int:
+        return self.tasks[0].train.prefix_len
+
+
+def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
+    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    tasks = [encode_task(task, tokenizer, max_length) for task in stream.tasks]
+    max_len = max(max(t.train.ids.shape[1], t.eval.ids.shape[1]) for t in tasks)
+    return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len)
+
+
+def task_prefix(tokenizer, token: str) -> list[int]:
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise UserError(f"task token {token!r} is not in the tokenizer's vocabulary")
+    bos = tokenizer.bos_token_id
+    return ([bos] if bos is not None else []) + [token_id]
+
+
+def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
+    for split in ("train", "eval"):
+        if not getattr(task, split):
+            raise UserError(f"task {task.name!r} has no {split} examples")
+    prefix = task_prefix(tokenizer, task.token)
+    encode = _encode_text if task.kind == "text" else _encode_prompt_target
+    train, eval_ = (encode(task, split, tokenizer, prefix, max_length) for split in ("train", "eval"))
+    choices: list[list[int]] = []
+    if task.metric == "accuracy":
+        choices = [_tokens(tokenizer, [c])[0] + [tokenizer.eos_token_id] for c in task.choices()]
+    return EncodedTask(task.name, task.kind, task.metric, prefix, train, eval_, choices)
+
+
+def _tokens(tokenizer, texts: list[str]) -> list[list[int]]:
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _encode_prompt_target(task: Task, split: str, tokenizer, prefix: list[int], max_length: int):
+    examples = getattr(task, split)
+    prompts = _tokens(tokenizer, [ex.prompt for ex in examples])
+    targets = _tokens(tokenizer, [ex.target for ex in examples])
+    rows, starts = [], []
+    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+        row = prefix + p + t + [tokenizer.eos_token_id]
+        if len(row) > max_length:
+            raise UserError(
+                f"task {task.name!r}: {split} example {i} is {len(row)} tokens long, "
+                f"longer than the model's context of {max_length} tokens"
+            )
+        rows.append(row)
+        starts.append(len(prefix) + len(p))
+    return _pack(rows, starts, len(prefix), tokenizer.pad_token_id)
+
+
+def _encode_text(task: Task, split: str, tokenizer, prefix: list[int], max_length: int):
+    window = max_length - len(prefix)
+    if window < 2:
+        raise UserError(f"the model's context of {max_length} tokens is too short for task {task.name!r}")
+    rows = []
+    for doc in _tokens(tokenizer, [ex.prompt for ex in getattr(task, split)]):
+        doc = doc + [tokenizer.eos_token_id]
+        rows += [prefix + doc[i : i + window] for i in range(0, len(doc), window)]
+    return _pack(rows, [len(prefix)] * len(rows), len(prefix), tokenizer.pad_token_id)
+
+
+def _pack(rows: list[list[int]], starts: list[int], prefix_len: int, pad_id: int) -> EncodedSet:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return EncodedSet(ids, lengths, torch.tensor(starts, dtype=torch.long), prefix_len)
+
+
+class BatchSchedule:
+    """Which rows form batch `step` of a task: epochs of a seeded permutation, a pure function of
+    (seed, task, step), so a resumed run draws exactly the batches the uninterrupted run would."""
+
+    def __init__(self, n_rows: int, batch_size: int, seed: int, task_index: int):
+        self.n, self.batch_size, self.seed, self.task_index = n_rows, batch_size, seed, task_index
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "batches", self.task_index, epoch))
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=gen)
+        return self._perm
+
+    def rows(self, step: int) -> torch.Tensor:
+        out, pos, end = [], step * self.batch_size, (step + 1) * self.batch_size
+        while pos < end:
+            epoch, offset = divmod(pos, self.n)
+            take = min(end - pos, self.n - offset)
+            out.append(self._permutation(epoch)[offset : offset + take])
+            pos += take
+        return torch.cat(out)

@@ -1,0 +1,78 @@
+"""Read examples from JSONL/JSON/CSV files, inline rows or a Hugging Face `datasets` source."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lifelong.data.task import Example
+from lifelong.errors import UserError
+
+if TYPE_CHECKING:
+    from lifelong.config import DataSource
+
+
+def load_examples(source: DataSource, kind: str, what: str) -> list[Example]:
+    if source.examples is not None:
+        rows = source.examples
+    elif source.file is not None:
+        rows = read_file(Path(source.file), what)
+    else:
+        rows = read_hf(source, what)
+    if source.limit is not None:
+        rows = rows[: source.limit]
+    return [to_example(row, source, kind, f"{what} row {i}") for i, row in enumerate(rows)]
+
+
+def to_example(row: dict[str, Any], source: DataSource, kind: str, what: str) -> Example:
+    fields = [source.text_field] if kind == "text" else [source.prompt_field, source.target_field]
+    missing = [f for f in fields if f not in row]
+    if missing:
+        raise UserError(f"{what}: no field {missing[0]!r} (fields: {', '.join(map(str, row))})")
+    if kind == "text":
+        return Example(str(row[source.text_field]))
+    return Example(str(row[source.prompt_field]), str(row[source.target_field]))
+
+
+def read_file(path: Path, what: str) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise UserError(f"{what}: data file {str(path)!r} not found")
+    suffix = path.suffix.lower()
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            if suffix == ".jsonl":
+                rows = [json.loads(line) for line in f if line.strip()]
+            elif suffix == ".json":
+                rows = json.load(f)
+            elif suffix == ".csv":
+                rows = list(csv.DictReader(f))
+            else:
+                raise UserError(f"{what}: {str(path)!r} is not .jsonl, .json or .csv")
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what}: {str(path)!r} is not valid JSON: line {err.lineno}: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{what}: {str(path)!r} is not UTF-8 text") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{what}: {str(path)!r} must hold a list of objects (one per example)")
+    return rows
+
+
+def read_hf(source: DataSource, what: str) -> list[dict[str, Any]]:
+    """A split from the hub (needs network access) or from a local `save_to_disk` directory."""
+    import datasets
+
+    try:
+        if Path(source.hf).is_dir() and (Path(source.hf) / "dataset_dict.json").exists():
+            data = datasets.load_from_disk(source.hf)[source.split]
+        elif Path(source.hf).is_dir() and (Path(source.hf) / "dataset_info.json").exists():
+            data = datasets.load_from_disk(source.hf)
+        else:
+            data = datasets.load_dataset(source.hf, source.hf_config, split=source.split)
+    except (FileNotFoundError, ValueError, KeyError, ConnectionError, OSError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"{what}: cannot load dataset {source.hf!r} split {source.split!r}: {detail}"
+        ) from None
+    return [dict(row) for row in data]

@@ -1,0 +1,90 @@
+"""The toy stream of four digit tasks (addition, reversal, sort, modular addition).
+
+Each sequence is `[task-token, a, SEP, b or NULL, EQ, answer, EOS]`, one token per digit, operands
+zero-padded to `n_digits`. Train and eval inputs are disjoint, drawn with a seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from lifelong.data.task import Example, Stream, Task
+from lifelong.errors import UserError
+from lifelong.seeding import derive_seed
+
+SEP, NULL, EQ = "<sep>", "<null>", "<eq>"
+TOY_SYMBOLS = [str(d) for d in range(10)] + [SEP, NULL, EQ]
+
+
+def _digits(value: int, width: int) -> str:
+    return " ".join(str(value).zfill(width))
+
+
+def _add(a: int, b: int, n: int, modulus: int) -> str:
+    return _digits(a + b, n + 1)
+
+
+def _reverse(a: int, b: int, n: int, modulus: int) -> str:
+    return " ".join(reversed(str(a).zfill(n)))
+
+
+def _sort(a: int, b: int, n: int, modulus: int) -> str:
+    return " ".join(sorted(str(a).zfill(n)))
+
+
+def _modadd(a: int, b: int, n: int, modulus: int) -> str:
+    return _digits((a + b) % modulus, len(str(modulus - 1)))
+
+
+# name -> (answer function, takes a second operand)
+TOY_TASKS: dict[str, tuple[Callable[[int, int, int, int], str], bool]] = {
+    "add": (_add, True),
+    "reverse": (_reverse, False),
+    "sort": (_sort, False),
+    "modadd": (_modadd, True),
+}
+
+
+def toy_task(name: str, n_digits: int, modulus: int, n_train: int, n_eval: int, seed: int) -> Task:
+    if name not in TOY_TASKS:
+        raise UserError(f"unknown toy task {name!r} (known: {', '.join(TOY_TASKS)})")
+    answer, binary = TOY_TASKS[name]
+    base = 10**n_digits
+    space = base * base if binary else base
+    n_eval = min(n_eval, space // 4)
+    n_train = min(n_train, space - n_eval)
+    drawn = random.Random(derive_seed(seed, "toy", name, n_digits)).sample(range(space), n_eval + n_train)
+
+    def example(code: int) -> Example:
+        a, b = divmod(code, base) if binary else (code, 0)
+        second = _digits(b, n_digits) if binary else NULL
+        prompt = f"{_digits(a, n_digits)} {SEP} {second} {EQ}"
+        return Example(prompt, answer(a, b, n_digits, modulus))
+
+    return Task(
+        name=name,
+        kind="prompt_target",
+        train=[example(c) for c in drawn[n_eval:]],
+        eval=[example(c) for c in drawn[:n_eval]],
+        metric="exact_match",
+        token=f"<{name}>",
+        description=f"{n_digits}-digit {name}",
+    )
+
+
+def toy_stream(
+    tasks: list[str] | tuple[str, ...] = ("add", "reverse", "sort", "modadd"),
+    n_digits: int = 2,
+    modulus: int | None = None,
+    n_train: int = 20000,
+    n_eval: int = 256,
+    seed: int = 0,
+) -> Stream:
+    """The digit stream. `modulus` defaults to 10**n_digits: with a larger modulus and few digits,
+    modular addition would be the same task as addition."""
+    if n_digits < 1:
+        raise UserError("toy stream: n_digits must be at least 1")
+    modulus = modulus or 10**n_digits
+    made = [toy_task(name, n_digits, modulus, n_train, n_eval, seed) for name in tasks]
+    return Stream(name="toy", tasks=made, vocabulary=TOY_SYMBOLS)

@@ -1,0 +1,88 @@
+"""Deterministic, batched evaluation of every task of a stream: one row of the accuracy matrix.
+
+Scores are "higher is better" everywhere:
+- exact_match: greedy generation (KV cache) of the target, compared token for token, eos included;
+- accuracy: the label with the highest log-likelihood among the task's labels;
+- loss: minus the mean next-token loss (nats per token) on the held-out text.
+Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lifelong.data.batching import EncodedStream, EncodedTask
+from lifelong.sampling import generate
+
+
+@torch.no_grad()
+def evaluate_stream(
+    model: torch.nn.Module, stream: EncodedStream, batch_size: int = 512, max_examples: int | None = None
+) -> list[float]:
+    """The score of every task of the stream, in stream order."""
+    was_training = model.training
+    model.eval()
+    try:
+        return [evaluate_task(model, task, stream, batch_size, max_examples) for task in stream.tasks]
+    finally:
+        model.train(was_training)
+
+
+def evaluate_task(
+    model: torch.nn.Module,
+    task: EncodedTask,
+    stream: EncodedStream,
+    batch_size: int,
+    max_examples: int | None,
+) -> float:
+    n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
+    prompts, targets = task.eval.prompts()[:n], task.eval.targets()[:n]
+    if task.metric == "exact_match":
+        return exact_match(model, prompts, targets, stream.pad_id, stream.eos_id, batch_size)
+    if task.metric == "accuracy":
+        return choice_accuracy(model, prompts, targets, task.choices, stream.pad_id, batch_size)
+    rows = [p + t for p, t in zip(prompts, targets, strict=True)]
+    logprob, count = sequence_logprobs(model, rows, [task.eval.prefix_len] * n, stream.pad_id, batch_size)
+    return float(logprob.sum() / count.sum())
+
+
+def exact_match(model, prompts, targets, pad_id: int, eos_id: int, batch_size: int) -> float:
+    longest = max(len(t) for t in targets)
+    out = generate(model, prompts, longest, pad_id, greedy=True, stop_id=eos_id, batch_size=batch_size)
+    hits = [out[i, : len(t)].tolist() == t for i, t in enumerate(targets)]
+    return sum(hits) / len(hits)
+
+
+def choice_accuracy(model, prompts, targets, choices: list[list[int]], pad_id: int, batch_size: int) -> float:
+    rows = [p + c for p in prompts for c in choices]
+    starts = [len(p) for p in prompts for _ in choices]
+    logprob, _ = sequence_logprobs(model, rows, starts, pad_id, batch_size)
+    best = logprob.view(len(prompts), len(choices)).argmax(-1)  # (N,)
+    hits = [choices[int(b)] == t for b, t in zip(best, targets, strict=True)]
+    return sum(hits) / len(hits)
+
+
+def sequence_logprobs(
+    model, rows: list[list[int]], starts: list[int], pad_id: int, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of log p(token) over positions `start..end` of each row, and the count of those tokens."""
+    device = next(model.parameters()).device
+    sums, counts = [], []
+    for i in range(0, len(rows), batch_size):
+        chunk, chunk_starts = rows[i : i + batch_size], starts[i : i + batch_size]
+        width = max(len(r) for r in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        for j, r in enumerate(chunk):
+            ids[j, : len(r)] = torch.tensor(r)
+        lengths = torch.tensor([len(r) for r in chunk])
+        pos = torch.arange(width).unsqueeze(0)  # (1, T)
+        attention = (pos < lengths.unsqueeze(1)).long()  # (B, T)
+        scored = (pos >= torch.tensor(chunk_starts).unsqueeze(1)) & attention.bool()  # (B, T)
+        ids, attention, scored = ids.to(device), attention.to(device), scored.to(device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()  # (B, T-1, V)
+        logp = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+        mask = scored[:, 1:].float()
+        sums.append((logp * mask).sum(-1).cpu())
+        counts.append(mask.sum(-1).cpu())
+    return torch.cat(sums), torch.cat(counts)

@@ -1,0 +1,130 @@
+"""The method protocol, its context and the registry that maps a method's name to its classes.
+
+A method is a config (a pydantic model whose `name` field is its registry key) and a class with a
+handful of hooks. `train.py` calls every hook from one place; a hook takes only what it needs and
+returns a value, and never touches the optimizer. Methods compose: a run holds a list of them.
+
+Do not inherit implementation from another method: copy what you need (see STYLE.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from lifelong.data.batching import Batch, EncodedSet, EncodedStream
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's config. `name` selects the method in the registry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+
+
+@dataclass(frozen=True)
+class Compatibility:
+    """What a method can run with; the config is refused before training if a pair conflicts."""
+
+    full_finetuning: bool = True
+    adapters: bool = True
+    distributed: bool = True
+    changes_weights_layout: bool = False  # wraps or reshapes the model (adapters, expansion)
+
+
+@dataclass
+class MethodContext:
+    """What `setup` receives: the encoded stream, the tokenizer, the device and the run's seed."""
+
+    stream: EncodedStream
+    tokenizer: Any
+    device: torch.device
+    seed: int
+    batch_size: int
+    max_length: int
+    loss_on: str  # "sequence" or "target": which tokens of a row the loss reads
+
+
+@dataclass
+class Forward:
+    """The training forward pass, restricted to one group of rows (the task batch or a replay batch).
+
+    `token_loss` is the next-token cross-entropy of each predicted position, already multiplied by the
+    batch's loss mask; `mask` says which positions count.
+    """
+
+    batch: Batch
+    logits: torch.Tensor  # (B, T, V)
+    token_loss: torch.Tensor  # (B, T-1)
+    mask: torch.Tensor  # (B, T-1) float
+
+    def mean_loss(self) -> torch.Tensor:
+        return self.token_loss.sum() / self.mask.sum().clamp(min=1.0)
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The hooks a method implements. Every hook has a no-op meaning; write the no-ops out."""
+
+    compatibility: ClassVar[Compatibility]
+
+    def setup(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
+        """Called once before the stream; may wrap the model (adapters) and must return it."""
+
+    def train_examples(self, task_index: int, stream: EncodedStream) -> EncodedSet:
+        """The examples the task's batches are drawn from (`joint` returns the union so far)."""
+
+    def before_task(self, task_index: int, model: torch.nn.Module) -> None:
+        """Called when a task starts, before its first step (not again on resume mid-task)."""
+
+    def replay_batch(self, task_index: int, step: int, model: torch.nn.Module) -> Batch | None:
+        """Rows to train on next to the task batch at this step, or None."""
+
+    def loss_terms(
+        self, model: torch.nn.Module, task: Forward, replay: Forward | None
+    ) -> dict[str, torch.Tensor]:
+        """Named loss terms added to the task loss (already weighted)."""
+
+    def after_task(self, task_index: int, model: torch.nn.Module) -> None:
+        """Called when a task's last step is done, before the task's evaluation."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and JSON scalars needed to resume mid-task; never pickled."""
+
+    def load_state_dict(self, state: dict[str, Any], model: torch.nn.Module) -> None:
+        """Restore `state_dict()`; `model` is the (already restored) model being trained."""
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    config_cls: type[MethodConfig]
+    method_cls: type
+    summary: str = ""
+
+
+_REGISTRY: dict[str, MethodEntry] = {}
+
+
+def register(name: str, config_cls: type[MethodConfig], method_cls: type, summary: str = "") -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} is registered twice")
+    _REGISTRY[name] = MethodEntry(name, config_cls, method_cls, summary)
+
+
+def registered() -> dict[str, MethodEntry]:
+    return dict(_REGISTRY)
+
+
+def method_entry(name: str) -> MethodEntry:
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise KeyError(f"unknown method {name!r} (known: {known})")
+    return _REGISTRY[name]
+
+
+def build_method(cfg: MethodConfig) -> Method:
+    return method_entry(cfg.name).method_cls(cfg)

@@ -1,0 +1,172 @@
+"""Experience replay: a reservoir buffer of real examples from earlier tasks, mixed into every step.
+
+Also home to the pieces self-replay shares: the reservoir buffer, the frozen teacher and the replay
+losses (`ntp`: next-token loss on the replay rows; `kl`: KL(teacher || model) over their positions).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from lifelong.data.batching import Batch, EncodedSet
+from lifelong.methods.base import Compatibility, Forward, MethodConfig, register
+from lifelong.seeding import generator
+
+
+class ReservoirBuffer:
+    """A uniform sample of every row ever offered (reservoir sampling), at most `capacity` rows."""
+
+    def __init__(self, capacity: int, gen: torch.Generator):
+        self.capacity, self.gen, self.seen = capacity, gen, 0
+        self.rows: list[torch.Tensor] = []  # 1-D token ids
+        self.starts: list[int] = []  # target start of each row
+        self._packed: EncodedSet | None = None  # rows as one tensor, rebuilt after `add`
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, data: EncodedSet) -> None:
+        self._packed = None
+        for i in range(len(data)):
+            row, start = data.ids[i, : data.lengths[i]].clone(), int(data.target_start[i])
+            self.seen += 1
+            if len(self.rows) < self.capacity:
+                self.rows.append(row)
+                self.starts.append(start)
+                continue
+            slot = int(torch.randint(self.seen, (1,), generator=self.gen))
+            if slot < self.capacity:
+                self.rows[slot], self.starts[slot] = row, start
+
+    def sample(self, n: int, prefix_len: int, pad_id: int, loss_on: str) -> Batch:
+        picks = torch.randint(len(self.rows), (n,), generator=self.gen)
+        if self._packed is None:
+            self._packed = self.as_set(prefix_len, pad_id)
+        return self._packed.batch(picks, loss_on)
+
+    def as_set(self, prefix_len: int, pad_id: int) -> EncodedSet:
+        width = max(len(r) for r in self.rows)
+        ids = torch.full((len(self.rows), width), pad_id, dtype=torch.long)
+        for i, r in enumerate(self.rows):
+            ids[i, : len(r)] = r
+        lengths = torch.tensor([len(r) for r in self.rows], dtype=torch.long)
+        return EncodedSet(ids, lengths, torch.tensor(self.starts, dtype=torch.long), prefix_len)
+
+    def state_dict(self, prefix: str) -> dict[str, Any]:
+        state: dict[str, Any] = {f"{prefix}seen": self.seen, f"{prefix}gen": self.gen.get_state()}
+        if self.rows:
+            packed = self.as_set(0, 0)
+            state |= {
+                f"{prefix}ids": packed.ids,
+                f"{prefix}lengths": packed.lengths,
+                f"{prefix}starts": packed.target_start,
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], prefix: str) -> None:
+        self.seen = int(state[f"{prefix}seen"])
+        self.gen.set_state(state[f"{prefix}gen"])
+        self.rows, self.starts, self._packed = [], [], None
+        if f"{prefix}ids" in state:
+            ids, lengths = state[f"{prefix}ids"], state[f"{prefix}lengths"]
+            self.rows = [ids[i, : lengths[i]].clone() for i in range(len(lengths))]
+            self.starts = [int(s) for s in state[f"{prefix}starts"]]
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen, eval-mode copy of the model: the teacher pi of self-replay and KL replay."""
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def replay_loss(kind: str, replay: Forward, teacher: torch.nn.Module | None) -> torch.Tensor:
+    """`ntp`: mean next-token loss on the replay rows; `kl`: mean KL(teacher || model) per position."""
+    if kind == "ntp":
+        return replay.mean_loss()
+    assert teacher is not None, "the KL replay loss needs a teacher"
+    batch = replay.batch
+    with torch.no_grad():
+        t_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    t_logp = F.log_softmax(t_logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+    s_logp = F.log_softmax(replay.logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+    kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # (B, T-1)
+    return (kl * replay.mask).sum() / replay.mask.sum().clamp(min=1.0)
+
+
+def replay_rows(fraction: float, batch_size: int) -> int:
+    """Replay rows per step: `fraction` of the task batch (0.25 = 64 replay rows next to 256 new)."""
+    return max(1, round(fraction * batch_size))
+
+
+class ReplayConfig(MethodConfig):
+    name: Literal["replay"] = "replay"
+    buffer_size: int = Field(default=1000, ge=1)  # rows kept over all tasks
+    replay_fraction: float = Field(default=0.25, gt=0)  # replay rows per step / task rows per step
+    loss: Literal["ntp", "kl"] = "ntp"  # kl distils the model frozen at the task's start
+    coef: float = Field(default=1.0, ge=0)  # total loss = task loss + coef * replay loss
+
+
+class Replay:
+    compatibility = Compatibility()
+
+    def __init__(self, cfg: ReplayConfig):
+        self.cfg = cfg
+        self.teacher: torch.nn.Module | None = None
+
+    def setup(self, model, ctx):
+        self.ctx = ctx
+        self.buffer = ReservoirBuffer(self.cfg.buffer_size, generator(ctx.seed, "replay-buffer"))
+        self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        return model
+
+    def train_examples(self, task_index, stream):
+        return None
+
+    def before_task(self, task_index, model) -> None:
+        if self.cfg.loss == "kl" and len(self.buffer):
+            self.teacher = frozen_copy(model)
+
+    def replay_batch(self, task_index, step, model):
+        if not len(self.buffer):
+            return None
+        stream = self.ctx.stream
+        return self.buffer.sample(self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on)
+
+    def loss_terms(self, model, task, replay):
+        if replay is None:
+            return {}
+        return {f"replay_{self.cfg.loss}": self.cfg.coef * replay_loss(self.cfg.loss, replay, self.teacher)}
+
+    def after_task(self, task_index, model) -> None:
+        self.buffer.add(self.ctx.stream.tasks[task_index].train)
+        self.teacher = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.buffer.state_dict("buffer.") | teacher_state(self.teacher)
+
+    def load_state_dict(self, state: dict[str, Any], model) -> None:
+        self.buffer.load_state_dict(state, "buffer.")
+        self.teacher = load_teacher(state, model)
+
+
+def teacher_state(teacher: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    return {f"teacher.{k}": v for k, v in (teacher.state_dict() if teacher else {}).items()}
+
+
+def load_teacher(state: dict[str, Any], model: torch.nn.Module) -> torch.nn.Module | None:
+    """A frozen copy of `model` holding the saved `teacher.*` weights, or None if none were saved."""
+    weights = {k.removeprefix("teacher."): v for k, v in state.items() if k.startswith("teacher.")}
+    if not weights:
+        return None
+    teacher = frozen_copy(model)
+    teacher.load_state_dict(weights)
+    return teacher
+
+
+register("replay", ReplayConfig, Replay, "experience replay from a reservoir buffer of real examples")

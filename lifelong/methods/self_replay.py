@@ -1,0 +1,167 @@
+"""Self-generated replay: the model's own samples of earlier tasks serve as replay data.
+
+At each task's start a frozen copy pi of the model is kept. Replay rows are sampled from pi by plain
+ancestral sampling (temperature 1, no top-k/top-p, full length: no stop at eos), each prompted by the
+token of an earlier task, and refreshed in chunks as training goes. The replay loss is `ntp` (next-
+token loss on the samples) or `kl` (KL(pi || model) over the sample positions), weighted by `coef`.
+With `source: stored`, real examples from a reservoir buffer take the samples' place, same path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from lifelong.data.batching import Batch
+from lifelong.errors import UserError
+from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.replay import (
+    ReservoirBuffer,
+    frozen_copy,
+    load_teacher,
+    replay_loss,
+    replay_rows,
+    teacher_state,
+)
+from lifelong.sampling import generate
+from lifelong.seeding import generator
+
+
+class SelfReplayConfig(MethodConfig):
+    name: Literal["self_replay"] = "self_replay"
+    replay_fraction: float = Field(default=0.25, gt=0)  # replay rows per step / task rows per step
+    loss: Literal["ntp", "kl"] = "ntp"
+    coef: float = Field(default=1.0, ge=0)  # total loss = task loss + coef * replay loss
+    refresh_every: int = Field(default=25, ge=1)  # steps served by one chunk of samples
+    temperature: float = Field(default=1.0, gt=0)
+    source: Literal["samples", "stored"] = "samples"  # stored: real examples through the same path
+    buffer_size: int = Field(default=1000, ge=1)  # with source: stored
+    include_base: bool = False  # also replay the base model's own distribution, prompted by bos
+    sample_batch_size: int = Field(default=1024, ge=1)  # rows generated per forward
+
+    @model_validator(mode="after")
+    def _check(self) -> SelfReplayConfig:
+        if self.include_base and self.source == "stored":
+            raise ValueError("include_base samples the base model; it needs source: samples")
+        return self
+
+
+class SelfReplay:
+    compatibility = Compatibility()
+
+    def __init__(self, cfg: SelfReplayConfig):
+        self.cfg = cfg
+        self.teacher: torch.nn.Module | None = None
+        self.chunk: Batch | None = None  # samples not yet served
+        self.served = 0  # rows of the chunk already used
+
+    def setup(self, model, ctx):
+        self.ctx = ctx
+        self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        self.gen = generator(ctx.seed, "self-replay", device=ctx.device)
+        self.buffer = ReservoirBuffer(self.cfg.buffer_size, generator(ctx.seed, "self-replay-buffer"))
+        bos = ctx.tokenizer.bos_token_id
+        if self.cfg.include_base and bos is None:
+            raise UserError("self_replay include_base needs a tokenizer with a bos token")
+        self.base_prompt = [bos] if self.cfg.include_base else None
+        return model
+
+    def train_examples(self, task_index, stream):
+        return None
+
+    def prompts(self, task_index: int) -> list[list[int]]:
+        earlier = [t.prefix for t in self.ctx.stream.tasks[:task_index]]
+        return earlier + ([self.base_prompt] if self.base_prompt else [])
+
+    def before_task(self, task_index, model) -> None:
+        self.chunk, self.served = None, 0
+        has_old = self.prompts(task_index) if self.cfg.source == "samples" else len(self.buffer)
+        needs_teacher = self.cfg.source == "samples" or self.cfg.loss == "kl"
+        self.teacher = frozen_copy(model) if has_old and needs_teacher else None
+
+    def replay_batch(self, task_index, step, model):
+        stream = self.ctx.stream
+        if self.cfg.source == "stored":
+            if not len(self.buffer):
+                return None
+            return self.buffer.sample(self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on)
+        if self.teacher is None:
+            return None
+        if self.chunk is None or self.served >= len(self.chunk):
+            self.chunk, self.served = self.sample_chunk(task_index), 0
+        rows = slice(self.served, self.served + self.n_rows)
+        self.served += self.n_rows
+        return Batch(*(x[rows] for x in self.chunk.tensors()))
+
+    def sample_chunk(self, task_index: int) -> Batch:
+        """`refresh_every` steps' worth of full-length samples from pi, spread over earlier tasks."""
+        stream, prompts = self.ctx.stream, self.prompts(task_index)
+        n = self.n_rows * self.cfg.refresh_every
+        which = torch.randint(len(prompts), (n,), generator=self.gen, device=self.gen.device).tolist()
+        chosen = [prompts[i] for i in which]
+        width = min(stream.max_len, self.ctx.max_length)
+        new = width - max(len(p) for p in chosen)
+        out = generate(
+            self.teacher,
+            chosen,
+            new,
+            stream.pad_id,
+            greedy=False,
+            temperature=self.cfg.temperature,
+            generator=self.gen,
+            batch_size=self.cfg.sample_batch_size,
+        ).cpu()  # (n, new)
+        return samples_batch(chosen, out, stream.eos_id, stream.pad_id)
+
+    def loss_terms(self, model, task, replay):
+        if replay is None:
+            return {}
+        return {f"replay_{self.cfg.loss}": self.cfg.coef * replay_loss(self.cfg.loss, replay, self.teacher)}
+
+    def after_task(self, task_index, model) -> None:
+        if self.cfg.source == "stored":
+            self.buffer.add(self.ctx.stream.tasks[task_index].train)
+        self.teacher, self.chunk = None, None
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"gen": self.gen.get_state(), "served": self.served}
+        if self.chunk is not None:
+            state |= dict(
+                zip(("chunk.ids", "chunk.attention", "chunk.loss"), self.chunk.tensors(), strict=True)
+            )
+        return state | self.buffer.state_dict("buffer.") | teacher_state(self.teacher)
+
+    def load_state_dict(self, state: dict[str, Any], model) -> None:
+        self.gen.set_state(state["gen"])
+        self.served = int(state["served"])
+        self.chunk = None
+        if "chunk.ids" in state:
+            self.chunk = Batch(state["chunk.ids"], state["chunk.attention"], state["chunk.loss"].bool())
+        self.buffer.load_state_dict(state, "buffer.")
+        self.teacher = load_teacher(state, model)
+
+
+def samples_batch(prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int) -> Batch:
+    """Rows `prompt + sampled`, cut after the first eos: later tokens are not of the data's
+    distribution (training rows end at eos), so they are masked out of attention and loss."""
+    n, new = sampled.shape
+    is_eos = (sampled == eos_id).long()  # (n, S)
+    keep_new = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first eos
+    width = max(len(p) for p in prompts) + new
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((n, width), dtype=torch.long)
+    loss = torch.zeros((n, width), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = torch.tensor(p)
+        ids[i, len(p) : len(p) + new] = sampled[i].masked_fill(~keep_new[i], pad_id)
+        attention[i, : len(p)] = 1
+        attention[i, len(p) : len(p) + new] = keep_new[i]
+        loss[i, len(p) : len(p) + new] = keep_new[i]  # the prompt is given, not predicted
+    return Batch(ids, attention, loss)
+
+
+register(
+    "self_replay", SelfReplayConfig, SelfReplay, "self-generated replay from a frozen copy (the headline)"
+)

@@ -1,0 +1,120 @@
+"""Models and tokenizers: tiny Llama presets built from a `transformers` config, or any causal LM
+by hub id, local path or GGUF file. Task tokens are added to the vocabulary when missing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from lifelong.errors import UserError
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A tiny Llama-architecture model trained from scratch, for CPU runs and tests."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256),
+    "small": Preset(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=688),
+    "base": Preset(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376),
+}
+
+
+def build_tokenizer(vocabulary: list[str] | None, task_tokens: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over `vocabulary` (whitespace-separated symbols), or a byte-level one
+    when `vocabulary` is None. Task tokens are special tokens: matched whole, never split."""
+    specials = [PAD, EOS, UNK, *task_tokens]
+    if vocabulary is not None:
+        vocab = {tok: i for i, tok in enumerate([*specials, *vocabulary])}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tok.decoder = decoders.WordPiece(prefix="##")  # joins symbols with spaces
+    else:
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+        vocab = {tok: i for i, tok in enumerate([*specials, *sorted(alphabet)])}
+        tok = Tokenizer(models.BPE(vocab, merges=[], unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(specials)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+
+
+def build_preset(name: str, vocab_size: int, max_length: int, overrides: dict | None = None):
+    if name not in PRESETS:
+        raise UserError(f"unknown model preset {name!r} (known: {', '.join(PRESETS)})")
+    preset = {**PRESETS[name].__dict__, **(overrides or {})}
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=preset["hidden_size"],
+        intermediate_size=preset["intermediate_size"],
+        num_hidden_layers=preset["num_layers"],
+        num_attention_heads=preset["num_heads"],
+        num_key_value_heads=preset["num_heads"],
+        max_position_embeddings=max_length,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_pretrained(
+    path: str,
+    task_tokens: list[str],
+    gguf_file: str | None = None,
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+):
+    """A causal LM and its tokenizer by hub id or local path (hub ids need network access)."""
+    kwargs = {"trust_remote_code": trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if Path(path).exists():
+        kwargs["local_files_only"] = True
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"could not load model {path!r}: {first_line}") from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    missing = [t for t in task_tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+        model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
+
+
+def context_length(model) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+
+
+def load_for_run(cfg, stream) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, int]:
+    """The model, tokenizer and context length a run's config asks for, with the stream's task tokens."""
+    task_tokens = [t.token for t in stream.tasks]
+    if cfg.preset is not None:
+        tokenizer = build_tokenizer(stream.vocabulary, task_tokens)
+        model = build_preset(cfg.preset, len(tokenizer), cfg.max_length, cfg.overrides)
+        return model.to(getattr(torch, cfg.dtype)), tokenizer, cfg.max_length
+    model, tokenizer = load_pretrained(cfg.path, task_tokens, cfg.gguf_file, cfg.trust_remote_code, cfg.dtype)
+    return model, tokenizer, context_length(model)

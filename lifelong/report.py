@@ -1,0 +1,138 @@
+"""Results of a run: the accuracy matrix (JSON, CSV, terminal table), the five metrics, and a plot of
+every task's score over training steps, with the tasks' training spans marked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lifelong.metrics import METRIC_NAMES, summary
+from lifelong.run import Progress, RunDir, atomic_write, write_json
+
+METRIC_LABEL = {
+    "exact_match": "exact match",
+    "accuracy": "accuracy",
+    "loss": "-loss (nats/token)",
+}
+
+
+def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], data) -> dict[str, Any]:
+    metrics = summary(progress.matrix, progress.baseline) if progress.matrix else {}
+    matrix = {
+        "tasks": task_names,
+        "metrics": [t.metric for t in data.tasks],
+        "baseline": progress.baseline,
+        "rows": progress.matrix,
+        "note": "rows[k][j]: score on task j after training tasks 0..k; baseline: initial model. "
+        "Higher is better (loss-scored tasks hold minus the loss).",
+    }
+    write_json(run_dir.path / "matrix.json", matrix)
+    atomic_write(run_dir.path / "matrix.csv", matrix_csv(matrix))
+    result = {
+        "metrics": metrics,
+        "fwd_baseline": "initial model, before any training",
+        "train_seconds": round(progress.train_seconds, 3),
+        "eval_seconds": round(progress.eval_seconds, 3),
+        "tasks_done": progress.task,
+    }
+    write_json(run_dir.path / "summary.json", result)
+    plot_curves(run_dir, task_names, run_dir.path / "curves.png")
+    return result
+
+
+def matrix_csv(matrix: dict[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["after", *matrix["tasks"]])
+    writer.writerow(["initial", *matrix["baseline"]])
+    for name, row in zip(matrix["tasks"], matrix["rows"], strict=False):
+        writer.writerow([name, *row])
+    return out.getvalue()
+
+
+def plot_curves(run_dir: RunDir, task_names: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evals = run_dir.read_log("evals.jsonl")
+    if not evals:
+        return
+    cfg_steps = max(1, max((e["step"] for e in evals if e["task"] >= 0), default=1))
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    steps = [e["global_step"] for e in evals]
+    for j, name in enumerate(task_names):
+        ax.plot(steps, [e["scores"][j] for e in evals], marker=".", label=name)
+    for t in range(len(task_names)):
+        if t % 2 == 0:
+            ax.axvspan(t * cfg_steps, (t + 1) * cfg_steps, color="0.93", zorder=0)
+        ax.text(
+            (t + 0.5) * cfg_steps,
+            1.0,
+            f"train {task_names[t]}",
+            ha="center",
+            va="bottom",
+            transform=ax.get_xaxis_transform(),
+            fontsize=8,
+        )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("score (higher is better)")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def load_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    return json.loads((path / "matrix.json").read_text()), json.loads((path / "summary.json").read_text())
+
+
+def matrix_table(title: str, matrix: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("after training")
+    for name, metric in zip(matrix["tasks"], matrix["metrics"], strict=True):
+        table.add_column(f"{name}\n{METRIC_LABEL.get(metric, metric)}", justify="right")
+    table.add_row("(initial model)", *(f"{v:.3f}" for v in matrix["baseline"]), style="dim")
+    for k, row in enumerate(matrix["rows"]):
+        cells = [f"[bold]{v:.3f}[/bold]" if j == k else f"{v:.3f}" for j, v in enumerate(row)]
+        table.add_row(f"{k + 1}. {matrix['tasks'][k]}", *cells)
+    return table
+
+
+def metrics_table(runs: list[tuple[str, dict[str, Any]]]) -> Table:
+    table = Table(
+        title="Metrics (higher is better; FGT: lower is better; FWD vs the initial model)",
+        title_justify="left",
+    )
+    table.add_column("run")
+    for name in METRIC_NAMES:
+        table.add_column(name, justify="right")
+    table.add_column("train s", justify="right")
+    table.add_column("eval s", justify="right")
+    for label, result in runs:
+        m = result["metrics"]
+        cells = [
+            "n/a" if m.get(k) is None else f"{m[k]:+.3f}" if k in ("BWT", "FWD") else f"{m[k]:.3f}"
+            for k in METRIC_NAMES
+        ]
+        table.add_row(label, *cells, f"{result['train_seconds']:.1f}", f"{result['eval_seconds']:.1f}")
+    return table
+
+
+def print_runs(paths: list[Path], console: Console | None = None) -> None:
+    """Each run's matrix, then one table of every run's five metrics, side by side."""
+    console = console or Console()
+    loaded = [(path, *load_run(path)) for path in paths]
+    for path, matrix, _ in loaded:
+        console.print(matrix_table(str(path), matrix))
+    console.print(metrics_table([(str(path), result) for path, _, result in loaded]))

@@ -1,0 +1,103 @@
+"""Batched generation with a KV cache, shared by evaluation (greedy) and self-replay (sampling).
+
+Prompts are left-padded so every row's next token sits in the last column; position ids are counted
+from each row's first real token, so padding changes nothing. Sampling draws from a caller-owned
+`torch.Generator`, so a run's samples depend only on its seed (and survive a resume).
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+
+def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    return ids, mask  # (B, P), (B, P)
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    pad_id: int,
+    *,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    stop_id: int | None = None,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """Continue each prompt by `max_new_tokens` tokens: (N, max_new_tokens).
+
+    Greedy decoding takes the argmax; otherwise plain ancestral sampling at `temperature` (no top-k,
+    no top-p). With `stop_id`, decoding ends early once every row has produced it (rows are filled
+    with `stop_id` after that); without it, every row is generated to full length.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [
+            _generate_batch(
+                model,
+                prompts[i : i + batch_size],
+                max_new_tokens,
+                pad_id,
+                greedy,
+                temperature,
+                generator,
+                stop_id,
+            )
+            for i in range(0, len(prompts), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def _generate_batch(model, prompts, max_new_tokens, pad_id, greedy, temperature, generator, stop_id):
+    device = next(model.parameters()).device
+    ids, mask = (x.to(device) for x in left_pad(prompts, pad_id))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    cache = DynamicCache()
+    out_tokens = torch.full(
+        (len(prompts), max_new_tokens),
+        stop_id if stop_id is not None else pad_id,
+        dtype=torch.long,
+        device=device,
+    )
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    step_ids, step_pos = ids, positions
+    for t in range(max_new_tokens):
+        logits = (
+            model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            .logits[:, -1]
+            .float()
+        )  # (B, V)
+        if greedy:
+            nxt = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        if stop_id is not None:
+            nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
+            done |= nxt == stop_id
+        out_tokens[:, t] = nxt
+        if stop_id is not None and bool(done.all()):
+            break
+        step_ids = nxt.unsqueeze(1)  # (B, 1)
+        step_pos = step_pos[:, -1:] + 1  # (B, 1)
+        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+    return out_tokens

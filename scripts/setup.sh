@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install lifelong into it. Picks the CPU build of PyTorch when no GPU is present,
+# so a CPU machine does not download several GB of CUDA libraries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    $PIP install -q "torch>=2.4"
+  else
+    # A local CPU wheel where one is on disk, otherwise PyTorch's CPU index.
+    $PIP install -q torch==2.13.0 2>/dev/null \
+      || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+$PIP install -q -e ".[dev]"
