@@ -103,7 +103,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt:
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))]
+        pairs = enumerate(zip(values, widths, strict=True))
+        parts = [v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in pairs]
         return "  ".join(parts).rstrip()
 
     print(line([str(h) for h in headers]))

@@ -51,46 +51,53 @@ TASK, N_DIGITS, MAX_LENGTH = "add", 2, 16
 LR, BETAS, WEIGHT_DECAY, GRAD_CLIP = 1e-3, (0.9, 0.999), 0.02, 1.0
 
 
-def lifelong_config(steps: int, batch_size: int, seed: int, output_dir: str) -> RunConfig:
-    return RunConfig.model_validate({
-        "name": "loop-overhead",
-        "seed": seed,
-        "output_dir": output_dir,
-        "stream": {"builtin": "toy", "options": {"tasks": [TASK], "n_digits": N_DIGITS}},
-        "model": {"preset": "tiny", "max_length": MAX_LENGTH},
-        "train": {
-            "steps_per_task": steps,
-            "batch_size": batch_size,
-            "lr": LR,
-            "betas": list(BETAS),
-            "weight_decay": WEIGHT_DECAY,
-            "grad_clip": GRAD_CLIP,
-            "schedule": "constant",
-            "warmup_steps": 0,
-            "loss_on": "sequence",
-            "eval_every": None,
-            "eval_examples": 1,
-            "checkpoint_every": None,
-        },
-        "methods": ["naive"],
-        "progress": False,
-    })
+def stream_options(n_train: int) -> dict:
+    return {"tasks": [TASK], "n_digits": N_DIGITS, "n_train": n_train}
 
 
-def run_lifelong(steps: int, batch_size: int, seed: int) -> dict:
+def lifelong_config(steps: int, batch_size: int, seed: int, n_train: int, output_dir: str) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "name": "loop-overhead",
+            "seed": seed,
+            "output_dir": output_dir,
+            "stream": {"builtin": "toy", "options": stream_options(n_train)},
+            "model": {"preset": "tiny", "max_length": MAX_LENGTH},
+            "train": {
+                "steps_per_task": steps,
+                "batch_size": batch_size,
+                "lr": LR,
+                "betas": list(BETAS),
+                "weight_decay": WEIGHT_DECAY,
+                "grad_clip": GRAD_CLIP,
+                "schedule": "constant",
+                "warmup_steps": 0,
+                "loss_on": "sequence",
+                "eval_every": None,
+                "eval_examples": 1,
+                "checkpoint_every": None,
+            },
+            "methods": ["naive"],
+            "progress": False,
+        }
+    )
+
+
+def run_lifelong(steps: int, batch_size: int, seed: int, n_train: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
-        cfg = lifelong_config(steps, batch_size, seed, tmp)
+        cfg = lifelong_config(steps, batch_size, seed, n_train, tmp)
         timing = timed_trainer_run(cfg)
         (task,) = timing.tasks
-        log = [json.loads(line) for line in (Path(timing.run_path) / "train_log.jsonl").read_text().splitlines()]
+        lines = (Path(timing.run_path) / "train_log.jsonl").read_text().splitlines()
+        log = [json.loads(line) for line in lines]
     return {"loop": task.loop, "train_seconds": task.train_seconds, "losses": [r["loss"] for r in log]}
 
 
 class HandWritten:
     """The same model, data and optimizer, in the shortest loop that does the same work."""
 
-    def __init__(self, seed: int):
-        stream = toy_stream(tasks=[TASK], n_digits=N_DIGITS, seed=seed)
+    def __init__(self, seed: int, n_train: int):
+        stream = toy_stream(seed=seed, **stream_options(n_train))
         tokenizer = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
         self.train = encode_stream(stream, tokenizer, MAX_LENGTH).tasks[0].train
         self.vocab_size = len(tokenizer)
@@ -133,18 +140,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 128)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs of each loop (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own; 1 with --quick)"
+    )
     args = parser.parse_args()
+    threads = args.threads or (1 if args.quick else None)  # --quick: one thread, fast on a busy machine
+    if threads:
+        torch.set_num_threads(threads)
     steps = args.steps or (10 if args.quick else 100)
     batch_size = args.batch_size or (32 if args.quick else 128)
     repeats = args.repeats or (2 if args.quick else 5)
     peak_n, peak_repeats = (512, 5) if args.quick else (1024, 10)
+    n_train = 2000 if args.quick else 20000  # toy examples (20000: the toy stream's default)
 
     quiet()
-    header(f"loop_overhead: {steps} steps, batch {batch_size}, {repeats} repeats, tiny preset, toy {TASK}")
-    hand = HandWritten(args.seed)
+    hand = HandWritten(args.seed, n_train)
+    header(
+        f"loop_overhead: {steps} steps, batch {batch_size}, {repeats} repeats, tiny preset, toy {TASK} "
+        f"({len(hand.train)} train rows)"
+    )
 
     # one untimed warm-up of each (allocator, thread pool, lazy imports)
-    run_lifelong(steps, batch_size, args.seed)
+    run_lifelong(steps, batch_size, args.seed, n_train)
     warm = hand.run(steps, batch_size)
     tokens, flops_model = warm["tokens"], warm["model"]
 
@@ -155,9 +172,10 @@ def main() -> None:
         order = ("lifelong", "hand") if r % 2 == 0 else ("hand", "lifelong")
         out = {}
         for which in order:
-            out[which] = run_lifelong(steps, batch_size, args.seed) if which == "lifelong" else hand.run(
-                steps, batch_size
-            )
+            if which == "lifelong":
+                out[which] = run_lifelong(steps, batch_size, args.seed, n_train)
+            else:
+                out[which] = hand.run(steps, batch_size)
         life, hw = out["lifelong"], out["hand"]
         diff = max(abs(a - b) for a, b in zip(life["losses"], hw["losses"], strict=True))
         loss_diffs.append(diff)
@@ -166,21 +184,39 @@ def main() -> None:
         hand_loops.append(hw["loop"])
         ratios.append(life["loop"] / hw["loop"])
         ratios_rec.append(life["train_seconds"] / hw["loop"])
-        rows.append([r + 1, "/".join(order), life["loop"], life["train_seconds"], hw["loop"], ratios[-1],
-                     ratios_rec[-1], f"{diff:.1e}"])
+        rows.append(
+            [
+                r + 1,
+                "/".join(order),
+                life["loop"],
+                life["train_seconds"],
+                hw["loop"],
+                ratios[-1],
+                ratios_rec[-1],
+                f"{diff:.1e}",
+            ]
+        )
     peaks.append(matmul_peak_gflops(peak_n, repeats=peak_repeats))
 
     print()
     print_table(
-        ["repeat", "order", "lifelong loop s", "lifelong train_seconds", "hand s", "ratio loop",
-         "ratio train_seconds", "max |dloss|"],
+        [
+            "repeat",
+            "order",
+            "lifelong loop s",
+            "lifelong train_seconds",
+            "hand s",
+            "ratio loop",
+            "ratio train_seconds",
+            "max |dloss|",
+        ],
         rows,
     )
 
     seq_len = tokens / (steps * batch_size)
     flops_per_token = model_flops_per_token(flops_model, seq_len)
     peak = median(peaks)
-    life_t, hand_t = median(life_loops), median(hand_loops)
+    life_t, rec_t, hand_t = median(life_loops), median(life_recs), median(hand_loops)
     life_tps, hand_tps = tokens / life_t, tokens / hand_t
     life_gflops, hand_gflops = life_tps * flops_per_token / 1e9, hand_tps * flops_per_token / 1e9
     print()
@@ -188,18 +224,41 @@ def main() -> None:
         ["loop", "median s", "tokens/s", "model GFLOP/s", "of fp32 matmul peak"],
         [
             ["lifelong (loop)", life_t, f"{life_tps:,.0f}", life_gflops, f"{life_gflops / peak:.2%}"],
+            [
+                "lifelong (train_seconds)",
+                rec_t,
+                f"{tokens / rec_t:,.0f}",
+                tokens / rec_t * flops_per_token / 1e9,
+                f"{tokens / rec_t * flops_per_token / 1e9 / peak:.2%}",
+            ],
             ["hand-written", hand_t, f"{hand_tps:,.0f}", hand_gflops, f"{hand_gflops / peak:.2%}"],
         ],
     )
-    print(f"\n{tokens} tokens per run ({seq_len:.1f} per row), {flops_per_token / 1e6:.3f} MFLOP per token "
-          f"(6N + 12 L d T + 6 d V), fp32 matmul peak {peak:.1f} GFLOP/s (n={peak_n}, median of "
-          f"{len(peaks)} samples: {', '.join(f'{p:.1f}' for p in peaks)})")
+    print(
+        f"\n{tokens} tokens per run ({seq_len:.1f} per row), {flops_per_token / 1e6:.3f} MFLOP per token "
+        f"(6N + 12 L d T + 6 d V), fp32 matmul peak {peak:.1f} GFLOP/s (n={peak_n}, median of "
+        f"{len(peaks)} samples: {', '.join(f'{p:.1f}' for p in peaks)})"
+    )
     print("max |dloss|: largest difference of the per-step losses of the two loops (same work => ~0)\n")
-    result_line("loop_overhead", ratio_median=median(ratios), ratio_train_seconds_median=median(ratios_rec),
-                target=1.05, steps=steps, batch_size=batch_size, repeats=repeats)
-    result_line("loop_overhead_throughput", lifelong_tokens_per_s=life_tps, hand_tokens_per_s=hand_tps,
-                lifelong_gflops=life_gflops, hand_gflops=hand_gflops, peak_gflops=peak,
-                lifelong_peak_fraction=life_gflops / peak, hand_peak_fraction=hand_gflops / peak)
+    result_line(
+        "loop_overhead",
+        ratio_median=median(ratios),
+        ratio_train_seconds_median=median(ratios_rec),
+        target=1.05,
+        steps=steps,
+        batch_size=batch_size,
+        repeats=repeats,
+    )
+    result_line(
+        "loop_overhead_throughput",
+        lifelong_tokens_per_s=life_tps,
+        hand_tokens_per_s=hand_tps,
+        lifelong_gflops=life_gflops,
+        hand_gflops=hand_gflops,
+        peak_gflops=peak,
+        lifelong_peak_fraction=life_gflops / peak,
+        hand_peak_fraction=hand_gflops / peak,
+    )
     result_line("loop_overhead_check", max_abs_loss_diff=max(loss_diffs))
 
 

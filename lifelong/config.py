@@ -25,7 +25,7 @@ from lifelong.methods import MethodConfig, method_entry
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataSource(_Strict):
@@ -155,7 +155,7 @@ class RunConfig(_Strict):
     stream: StreamConfig = Field(default_factory=lambda: StreamConfig(builtin="toy"))
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    methods: list[SerializeAsAny[MethodConfig]] = Field(default_factory=list)
+    methods: list[SerializeAsAny[MethodConfig]] = Field(default_factory=list, validate_default=True)
     tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
     progress: bool = True  # a progress bar on the terminal
 
@@ -203,7 +203,7 @@ def _one_line(err: ValidationError, source: str) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {where}: {msg}{more}"
+    return " ".join(f"{source}: {where}: {msg}{more}".split())
 
 
 def parse_config(data: Any, source: str = "config") -> RunConfig:
@@ -250,6 +250,8 @@ def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
         *parents, leaf = dotted.split(".")
         for key in parents:
             child = node.get(key)
+            if isinstance(child, str) and key == "stream":  # the `stream: toy` shorthand
+                child = {"builtin": child}
             node[key] = child = dict(child) if isinstance(child, dict) else {}
             node = child
         node[leaf] = value

@@ -166,7 +166,12 @@ class RunDir:
 
 def save_tensors_and_scalars(stem: Path, state: dict[str, Any]) -> None:
     """Tensors to `<stem>.safetensors`, everything else (JSON-able) to `<stem>.json`."""
-    tensors = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    tensors, seen = {}, set()
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            shared = value.untyped_storage().data_ptr() in seen  # e.g. tied embeddings
+            seen.add(value.untyped_storage().data_ptr())
+            tensors[key] = value.detach().clone() if shared else value.detach().contiguous()
     scalars = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
     save_file(tensors, str(stem.with_suffix(".safetensors")))
     write_json(stem.with_suffix(".json"), scalars)

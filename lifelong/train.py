@@ -255,7 +255,7 @@ class Trainer:
             "task": t,
             "step": step + 1,
             "lr": self.optimizer.param_groups[0]["lr"],
-            **terms,
+            **{name if name == "loss" else f"loss_{name}": value for name, value in terms.items()},
             "tokens_per_s": tokens / max(elapsed, 1e-9),
         }
         if self.accelerator.is_main_process:

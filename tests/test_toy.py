@@ -4,7 +4,7 @@ import pytest
 
 from lifelong.config import StreamConfig
 from lifelong.data import build_stream
-from lifelong.data.toy import EQ, NULL, SEP, TOY_SYMBOLS, TOY_TASKS, toy_stream, toy_task
+from lifelong.data.toy import EQ, NULL, SEP, SMALL_SPACE, TOY_SYMBOLS, TOY_TASKS, toy_stream, toy_task
 from lifelong.errors import UserError
 from lifelong.models import build_tokenizer
 
@@ -75,10 +75,12 @@ def test_task_does_not_depend_on_stream_order_or_company():
 # ------------------------------------------------------------------ splits
 
 
-@pytest.mark.parametrize("n_digits", [1, 2])
+@pytest.mark.parametrize("n_digits", [2, 3])
 def test_train_eval_disjoint_for_every_task(n_digits):
     stream = small(seed=2, n_digits=n_digits)
     for task in stream.tasks:
+        if (10**n_digits) ** (2 if BINARY[task.name] else 1) < SMALL_SPACE:
+            continue  # checked by test_small_input_space_trains_and_scores_every_input
         train = [ex.prompt for ex in task.train]
         eval_ = [ex.prompt for ex in task.eval]
         assert train and eval_
@@ -88,27 +90,25 @@ def test_train_eval_disjoint_for_every_task(n_digits):
 
 
 def test_sizes_respected():
-    stream = toy_stream(n_train=30, n_eval=7, seed=0)
+    stream = toy_stream(n_digits=3, n_train=30, n_eval=7, seed=0)
     for task in stream.tasks:
         assert len(task.train) == 30
         assert len(task.eval) == 7
 
 
-def test_small_input_space_still_non_empty_and_disjoint():
-    # n_digits=1: unary tasks have only 10 distinct inputs, binary tasks 100.
+def test_small_input_space_trains_and_scores_every_input():
+    # Below SMALL_SPACE inputs nothing unseen is left to hold out: train on all, score on them.
     stream = toy_stream(n_digits=1, n_train=1000, n_eval=1000, seed=0)
     for task in stream.tasks:
         space = 100 if BINARY[task.name] else 10
         train = {ex.prompt for ex in task.train}
         eval_ = {ex.prompt for ex in task.eval}
-        assert train and eval_, task.name
-        assert not train & eval_, task.name
-        assert len(train) + len(eval_) <= space
-        assert len(task.train) == len(train) and len(task.eval) == len(eval_)
+        assert len(train) == len(task.train) == space, task.name
+        assert eval_ <= train and len(eval_) == space, task.name
     unary = stream.tasks[1]
-    assert {ex.prompt for ex in [*unary.train, *unary.eval]} == {
-        f"{d} {SEP} {NULL} {EQ}" for d in range(10)
-    }
+    assert {ex.prompt for ex in unary.train} == {f"{d} {SEP} {NULL} {EQ}" for d in range(10)}
+    capped = toy_stream(n_digits=2, tasks=["sort"], n_eval=40, seed=0).tasks[0]
+    assert len(capped.train) == 100 and len(capped.eval) == 40
 
 
 # ------------------------------------------------------------------ answers
@@ -242,3 +242,15 @@ def test_build_stream_unknown_builtin_or_option():
         build_stream(StreamConfig(builtin="toy", options={"digits": 2}), 0)
     with pytest.raises(UserError, match="no option 'seed'"):
         build_stream(StreamConfig(builtin="toy", options={"seed": 2}), 0)
+
+
+def test_ten_digit_addition():
+    stream = toy_stream(tasks=["add"], n_digits=10, n_train=5, n_eval=2, seed=0)
+    for ex in stream.tasks[0].train:
+        a, b = parse_prompt(ex.prompt, 10)
+        assert ex.target == reference_answer("add", a, b, 10, 10**10)
+
+
+def test_negative_modulus_is_user_error():
+    with pytest.raises(UserError, match="modulus"):
+        toy_stream(tasks=["modadd"], modulus=-7, n_train=20, n_eval=5)

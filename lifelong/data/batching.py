@@ -121,6 +121,9 @@ class EncodedStream:
 
 def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+    tokens = [t.token for t in stream.tasks]
+    if len(set(tokens)) != len(tokens):
+        raise UserError("two tasks share a task token: each task needs its own")
     tasks = [encode_task(task, tokenizer, max_length) for task in stream.tasks]
     max_len = max(max(t.train.ids.shape[1], t.eval.ids.shape[1]) for t in tasks)
     return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len)

@@ -41,9 +41,9 @@ def read_file(path: Path, what: str) -> list[dict[str, Any]]:
         raise UserError(f"{what}: data file {str(path)!r} not found")
     suffix = path.suffix.lower()
     try:
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: tolerate a byte-order mark
             if suffix == ".jsonl":
-                rows = [json.loads(line) for line in f if line.strip()]
+                rows = [_json_line(line, n, path, what) for n, line in enumerate(f, 1) if line.strip()]
             elif suffix == ".json":
                 rows = json.load(f)
             elif suffix == ".csv":
@@ -57,6 +57,13 @@ def read_file(path: Path, what: str) -> list[dict[str, Any]]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{what}: {str(path)!r} must hold a list of objects (one per example)")
     return rows
+
+
+def _json_line(line: str, number: int, path: Path, what: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{what}: {str(path)!r} line {number} is not valid JSON: {err.msg}") from None
 
 
 def read_hf(source: DataSource, what: str) -> list[dict[str, Any]]:

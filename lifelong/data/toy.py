@@ -1,7 +1,10 @@
 """The toy stream of four digit tasks (addition, reversal, sort, modular addition).
 
 Each sequence is `[task-token, a, SEP, b or NULL, EQ, answer, EOS]`, one token per digit, operands
-zero-padded to `n_digits`. Train and eval inputs are disjoint, drawn with a seed.
+zero-padded to `n_digits`. Train and eval inputs are disjoint, drawn with a seed, except for a task
+with fewer than SMALL_SPACE possible inputs (2-digit reversal and sort have 100): there is nothing
+unseen to hold out, so the model trains on every input and is scored on them (retention, not
+generalisation).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from lifelong.seeding import derive_seed
 
 SEP, NULL, EQ = "<sep>", "<null>", "<eq>"
 TOY_SYMBOLS = [str(d) for d in range(10)] + [SEP, NULL, EQ]
+SMALL_SPACE = 1000
 
 
 def _digits(value: int, width: int) -> str:
@@ -46,15 +50,29 @@ TOY_TASKS: dict[str, tuple[Callable[[int, int, int, int], str], bool]] = {
 }
 
 
+def distinct_codes(rng: random.Random, space: int, k: int) -> list[int]:
+    """`k` distinct integers from range(space), in draw order (also for spaces beyond sys.maxsize)."""
+    if space <= 10**9:
+        return rng.sample(range(space), k)
+    seen: dict[int, None] = {}
+    while len(seen) < k:
+        seen[rng.randrange(space)] = None
+    return list(seen)
+
+
 def toy_task(name: str, n_digits: int, modulus: int, n_train: int, n_eval: int, seed: int) -> Task:
     if name not in TOY_TASKS:
         raise UserError(f"unknown toy task {name!r} (known: {', '.join(TOY_TASKS)})")
     answer, binary = TOY_TASKS[name]
     base = 10**n_digits
     space = base * base if binary else base
-    n_eval = min(n_eval, space // 4)
-    n_train = min(n_train, space - n_eval)
-    drawn = random.Random(derive_seed(seed, "toy", name, n_digits)).sample(range(space), n_eval + n_train)
+    rng = random.Random(derive_seed(seed, "toy", name, n_digits))
+    if space < SMALL_SPACE:  # nothing unseen to hold out: train on every input, score on them all
+        drawn = distinct_codes(rng, space, space)
+        train_codes, eval_codes = drawn, drawn[:n_eval]
+    else:
+        drawn = distinct_codes(rng, space, min(n_eval + n_train, space))
+        train_codes, eval_codes = drawn[n_eval:], drawn[:n_eval]
 
     def example(code: int) -> Example:
         a, b = divmod(code, base) if binary else (code, 0)
@@ -65,8 +83,8 @@ def toy_task(name: str, n_digits: int, modulus: int, n_train: int, n_eval: int, 
     return Task(
         name=name,
         kind="prompt_target",
-        train=[example(c) for c in drawn[n_eval:]],
-        eval=[example(c) for c in drawn[:n_eval]],
+        train=[example(c) for c in train_codes],
+        eval=[example(c) for c in eval_codes],
         metric="exact_match",
         token=f"<{name}>",
         description=f"{n_digits}-digit {name}",
@@ -85,6 +103,8 @@ def toy_stream(
     modular addition would be the same task as addition."""
     if n_digits < 1:
         raise UserError("toy stream: n_digits must be at least 1")
-    modulus = modulus or 10**n_digits
+    if modulus is not None and modulus < 2:
+        raise UserError(f"toy stream: modulus must be at least 2, got {modulus}")
+    modulus = 10**n_digits if modulus is None else modulus
     made = [toy_task(name, n_digits, modulus, n_train, n_eval, seed) for name in tasks]
     return Stream(name="toy", tasks=made, vocabulary=TOY_SYMBOLS)

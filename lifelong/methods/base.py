@@ -21,7 +21,7 @@ from lifelong.data.batching import Batch, EncodedSet, EncodedStream
 class MethodConfig(BaseModel):
     """Base of every method's config. `name` selects the method in the registry."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: str
 
 

@@ -1,0 +1,99 @@
+"""The loop: reproducible numbers, the run directory's contents, the LR schedule, the NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+
+import lifelong
+from lifelong.config import TrainConfig
+from lifelong.train import lr_factor
+
+
+def test_same_config_same_numbers(small_config):
+    first = lifelong.run(small_config(name="a"), show_progress=False)
+    second = lifelong.run(small_config(name="b"), show_progress=False)
+    assert first.progress.matrix == second.progress.matrix
+    assert first.progress.baseline == second.progress.baseline
+    log = lambda r: [json.loads(x)["loss"] for x in (r.path / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert log(first) == log(second)
+
+
+def test_run_directory_holds_results_and_pickle_free_checkpoints(small_config):
+    result = lifelong.run(small_config(train={"eval_every": 2, "checkpoint_every": 3}), show_progress=False)
+    path = result.path
+    for name in (
+        "config.yaml",
+        "train_log.jsonl",
+        "evals.jsonl",
+        "matrix.json",
+        "matrix.csv",
+        "summary.json",
+    ):
+        assert (path / name).is_file(), name
+    assert (path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    matrix = json.loads((path / "matrix.json").read_text())
+    assert len(matrix["rows"]) == 2 and len(matrix["rows"][0]) == 2 and len(matrix["baseline"]) == 2
+    summary = json.loads((path / "summary.json").read_text())
+    assert set(summary["metrics"]) == {"AA", "AIA", "FGT", "BWT", "FWD"}
+    assert summary["train_seconds"] > 0 and summary["eval_seconds"] > 0
+    # after each task, plus mid-task ones (at step 3 of each 6-step task)
+    tags = sorted(p.name for p in (path / "checkpoints").iterdir() if p.is_dir())
+    assert tags == ["after-task-001", "after-task-002", "task-001-step-0000003", "task-002-step-0000003"]
+    suffixes = {f.suffix for f in (path / "checkpoints").rglob("*") if f.is_file()}
+    assert suffixes <= {".safetensors", ".json", ""}
+    evals = [json.loads(x) for x in (path / "evals.jsonl").read_text().splitlines()]
+    # initial model, steps 2 and 4 of each task, and each task's end
+    assert [e["global_step"] for e in evals] == [0, 2, 4, 6, 8, 10, 12]
+    steps = [json.loads(x) for x in (path / "train_log.jsonl").read_text().splitlines()]
+    assert [s["global_step"] for s in steps] == list(range(1, 13))
+    assert all({"loss", "task", "lr", "tokens_per_s"} <= set(s) for s in steps)
+
+
+def test_lr_schedule_warmup_then_cosine_to_the_floor():
+    cfg = TrainConfig(warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    assert lr_factor(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, 100, cfg) == pytest.approx(1.0)
+    assert lr_factor(100, 100, cfg) == pytest.approx(0.1)
+    mid = lr_factor(55, 100, cfg)
+    assert mid == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_factor(50, 100, TrainConfig()) == 1.0
+
+
+def test_optimizer_reset_and_rewarm_change_the_numbers(small_config):
+    base = lifelong.run(small_config(name="reset"), show_progress=False)
+    kept = lifelong.run(small_config(name="kept", train={"reset_optimizer": False}), show_progress=False)
+    assert base.progress.matrix[0] == kept.progress.matrix[0]  # task 1 is identical
+    # Adam's moments carried over from task 1 change task 2's updates (its first loss is the same)
+    assert base.progress.matrix[1] != kept.progress.matrix[1] or _losses(base)[7:] != _losses(kept)[7:]
+    assert _losses(base)[:7] == _losses(kept)[:7]
+
+
+def _losses(result) -> list[float]:
+    return [json.loads(x)["loss"] for x in (result.path / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_divergence_stops_the_task_with_a_clear_message(tmp_path, write_config, monkeypatch, capsys):
+    from lifelong.cli import main
+    from tests.conftest import small_config_dict
+
+    data = small_config_dict(tmp_path, train={"lr": 1e30, "grad_clip": None, "steps_per_task": 20})
+    monkeypatch.setattr(sys, "argv", ["lifelong", "run", str(write_config(data))])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert "diverged: the loss became" in err and "Traceback" not in err
+
+
+def test_target_only_loss_reads_fewer_tokens(small_config):
+    seq = lifelong.run(small_config(name="seq"), show_progress=False)
+    tgt = lifelong.run(small_config(name="tgt", train={"loss_on": "target"}), show_progress=False)
+    first = lambda r: json.loads((r.path / "train_log.jsonl").read_text().splitlines()[0])["task"]  # noqa: E731
+    assert first(seq) == first(tgt) == 0
+    loss = lambda r: json.loads((r.path / "train_log.jsonl").read_text().splitlines()[0])["loss"]  # noqa: E731
+    assert loss(seq) != loss(tgt)
