@@ -135,4 +135,4 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     loaded = [(path, *load_run(path)) for path in paths]
     for path, matrix, _ in loaded:
         console.print(matrix_table(str(path), matrix))
-    console.print(metrics_table([(str(path), result) for path, _, result in loaded]))
+    console.print(metrics_table([(path.name, result) for path, _, result in loaded]))

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from lifelong.config import RunConfig, TrainConfig
 from lifelong.data import build_stream
 from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream
-from lifelong.errors import DivergenceError
+from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream
 from lifelong.methods import Forward, MethodContext, build_method
 from lifelong.models import load_for_run
@@ -90,7 +90,14 @@ class Trainer:
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.show_progress = show_progress and cfg.progress
         seed_everything(cfg.seed)
-        self.accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+        check_trackers(cfg.tracking)
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.train.mixed_precision,
+            log_with=list(cfg.tracking) or None,
+            project_dir=str(run_dir.path / "tracking"),
+        )
+        if cfg.tracking:
+            self.accelerator.init_trackers(run_dir.path.name, config=flat_config(cfg))
         self.device = self.accelerator.device
         stream = build_stream(cfg.stream, cfg.seed)
         self.task_names = stream.task_names
@@ -234,16 +241,13 @@ class Trainer:
         t = self.cfg.train
         scores = evaluate_stream(self.raw, self.data, t.eval_batch_size, t.eval_examples)
         self.progress.eval_seconds += time.perf_counter() - start
+        global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
         if self.accelerator.is_main_process:
-            self.run_dir.append(
-                "evals.jsonl",
-                {
-                    "global_step": max(task, 0) * t.steps_per_task + step if task >= 0 else 0,
-                    "task": task,
-                    "step": step,
-                    "scores": scores,
-                },
-            )
+            record = {"global_step": global_step, "task": task, "step": step, "scores": scores}
+            self.run_dir.append("evals.jsonl", record)
+        if self.cfg.tracking:
+            named = {f"eval/{name}": score for name, score in zip(self.task_names, scores, strict=True)}
+            self.accelerator.log(named, step=global_step)
         return scores
 
     def log_step(self, t, step, terms, batch, extras, elapsed, bar, bar_task) -> None:
@@ -260,6 +264,8 @@ class Trainer:
         }
         if self.accelerator.is_main_process:
             self.run_dir.append("train_log.jsonl", record)
+        if self.cfg.tracking:
+            self.accelerator.log({f"train/{k}": v for k, v in record.items()}, step=record["global_step"])
         bar.update(bar_task, advance=1, loss=terms["loss"], tps=record["tokens_per_s"])
 
     def checkpoint(self, tag: str) -> None:
@@ -272,7 +278,12 @@ class Trainer:
 
     def write_results(self) -> None:
         if self.accelerator.is_main_process:
-            write_results(self.run_dir, self.progress, self.task_names, self.data)
+            result = write_results(self.run_dir, self.progress, self.task_names, self.data)
+            if self.cfg.tracking:
+                metrics = {f"metrics/{k}": v for k, v in result["metrics"].items() if v is not None}
+                self.accelerator.log(metrics, step=self.global_step())
+        if self.cfg.tracking:
+            self.accelerator.end_training()
 
     def progress_bar(self):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -287,6 +298,35 @@ class Trainer:
             disable=not (self.show_progress and self.accelerator.is_main_process),
             transient=True,
         )
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def check_trackers(trackers: list[str]) -> None:
+    import importlib.util
+
+    for name in trackers:
+        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+            raise UserError(f"tracking with {name} needs its package: pip install {TRACKER_PACKAGES[name]}")
+
+
+def flat_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
+    """The config as flat scalars, the form experiment trackers accept as hyperparameters."""
+    out: dict[str, str | int | float | bool] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        elif value is not None:
+            out[prefix] = value if isinstance(value, str | int | float | bool) else str(value)
+
+    walk("", cfg.model_dump(mode="json"))
+    return out
 
 
 def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:

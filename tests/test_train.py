@@ -97,3 +97,30 @@ def test_target_only_loss_reads_fewer_tokens(small_config):
     assert first(seq) == first(tgt) == 0
     loss = lambda r: json.loads((r.path / "train_log.jsonl").read_text().splitlines()[0])["loss"]  # noqa: E731
     assert loss(seq) != loss(tgt)
+
+
+def test_tensorboard_tracking_writes_event_files(small_config):
+    pytest.importorskip("tensorboard")
+    result = lifelong.run(small_config(tracking=["tensorboard"]), show_progress=False)
+    events = list((result.path / "tracking").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert "train/loss" in tags and "eval/reverse" in tags and "metrics/AA" in tags
+    assert len(acc.Scalars("train/loss")) == 12
+
+
+def test_missing_tracker_package_is_a_user_error(small_config, monkeypatch):
+    import importlib.util
+
+    from lifelong.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    with pytest.raises(UserError, match="pip install wandb"):
+        lifelong.run(small_config(tracking=["wandb"]), show_progress=False)

@@ -32,7 +32,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256),
+    "tiny": Preset(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=512),
     "small": Preset(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=688),
     "base": Preset(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376),
 }

@@ -1,0 +1,136 @@
+"""Methods do what they claim: replay and self-replay forget less than naive on a small stream with a
+fixed seed; joint trains on the union; self-replay's samples come from the frozen copy, full length."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lifelong
+from lifelong.config import parse_config
+from lifelong.data.batching import encode_stream
+from lifelong.data.toy import toy_stream
+from lifelong.methods import MethodContext, build_method
+from lifelong.methods.joint import JointConfig
+from lifelong.methods.replay import ReservoirBuffer
+from lifelong.methods.self_replay import SelfReplayConfig, samples_batch
+from lifelong.models import build_preset, build_tokenizer
+from lifelong.seeding import generator
+from tests.conftest import small_config_dict
+
+STREAM = {"builtin": "toy", "options": {"n_digits": 1, "tasks": ["add", "reverse"], "n_eval": 100}}
+MODEL = {
+    "preset": "tiny",
+    "max_length": 16,
+    "overrides": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 256},
+}
+TRAIN = {"steps_per_task": 150, "batch_size": 32, "lr": 3e-3, "warmup_steps": 10, "schedule": "cosine"}
+
+
+def run_method(tmp_path, method: dict) -> lifelong.RunResult:
+    data = small_config_dict(
+        tmp_path, name=method["name"], stream=STREAM, model=MODEL, train=TRAIN, methods=[method]
+    )
+    return lifelong.run(parse_config(data), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def naive_run(tmp_path_factory):
+    return run_method(tmp_path_factory.mktemp("naive"), {"name": "naive"})
+
+
+def fgt(result) -> float:
+    return lifelong.summary(result.progress.matrix, result.progress.baseline)["FGT"]
+
+
+def test_naive_learns_each_task_then_forgets(naive_run):
+    matrix = naive_run.progress.matrix
+    assert matrix[0][0] >= 0.9 and matrix[1][1] >= 0.9
+    assert fgt(naive_run) >= 0.5
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "replay", "replay_fraction": 0.5, "buffer_size": 100},
+        {"name": "self_replay", "replay_fraction": 0.5, "coef": 1.0},
+        {"name": "self_replay", "replay_fraction": 0.5, "coef": 1.0, "loss": "kl"},
+        {"name": "self_replay", "replay_fraction": 0.5, "coef": 1.0, "source": "stored"},
+        {"name": "joint"},
+    ],
+    ids=["replay", "self_replay_ntp", "self_replay_kl", "self_replay_stored", "joint"],
+)
+def test_method_forgets_less_than_naive(tmp_path, naive_run, method):
+    result = run_method(tmp_path, method)
+    assert result.progress.matrix[1][1] >= 0.9  # still learns the new task
+    assert fgt(result) <= fgt(naive_run) - 0.4
+    assert fgt(result) <= 0.1
+
+
+def tiny_setup(method_cfg, seed=0):
+    stream = toy_stream(tasks=["add", "reverse"], n_digits=1, n_eval=10, seed=seed)
+    tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
+    data = encode_stream(stream, tok, 16)
+    torch.manual_seed(seed)
+    model = build_preset("tiny", len(tok), 16, {"hidden_size": 32, "num_layers": 1, "num_heads": 2})
+    method = build_method(method_cfg)
+    ctx = MethodContext(data, tok, torch.device("cpu"), seed, 8, 16, "sequence")
+    return method, method.setup(model, ctx), data
+
+
+def test_self_replay_samples_earlier_tasks_from_the_frozen_copy_full_length():
+    method, model, data = tiny_setup(SelfReplayConfig(replay_fraction=0.5, refresh_every=3))
+    method.before_task(0, model)
+    assert method.replay_batch(0, 0, model) is None  # nothing to replay during the first task
+    method.after_task(0, model)
+    method.before_task(1, model)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.add_(1.0)  # the model drifts; the teacher must not
+    assert not torch.equal(method.teacher.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    batch = method.replay_batch(1, 0, model)
+    assert len(batch) == 4  # round(0.5 * 8)
+    assert (batch.input_ids[:, 0] == data.tasks[0].prefix[0]).all()  # prompted by task 1's token
+    assert batch.input_ids.shape[1] == data.max_len  # full length, no early stop
+    assert len(method.chunk) == 4 * 3  # one chunk serves `refresh_every` steps
+    assert not batch.loss_mask[:, 0].any()  # the prompt token is given, not predicted
+
+
+def test_samples_are_cut_after_the_first_eos():
+    eos, pad = 1, 0
+    sampled = torch.tensor([[5, eos, 7, 8], [5, 6, 7, 8]])
+    batch = samples_batch([[9], [9]], sampled, eos, pad)
+    assert batch.input_ids.tolist() == [[9, 5, eos, pad, pad], [9, 5, 6, 7, 8]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch.loss_mask.tolist() == [[False, True, True, False, False], [False, True, True, True, True]]
+
+
+def test_self_replay_state_round_trips():
+    method, model, _ = tiny_setup(SelfReplayConfig(replay_fraction=0.5, refresh_every=3))
+    method.after_task(0, model)
+    method.before_task(1, model)
+    method.replay_batch(1, 0, model)
+    state = method.state_dict()
+    expected = method.replay_batch(1, 1, model).input_ids
+    other, model2, _ = tiny_setup(SelfReplayConfig(replay_fraction=0.5, refresh_every=3))
+    other.load_state_dict(state, model2)
+    assert torch.equal(other.replay_batch(1, 1, model2).input_ids, expected)
+    assert all(torch.equal(a, b) for a, b in zip(other.teacher.parameters(), method.teacher.parameters()))
+
+
+def test_reservoir_buffer_is_a_uniform_sample_of_everything_offered():
+    stream = toy_stream(tasks=["add", "modadd"], n_digits=2, n_train=400, seed=0)
+    tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
+    data = encode_stream(stream, tok, 16)
+    buffer = ReservoirBuffer(200, generator(0, "test"))
+    for task in data.tasks:
+        buffer.add(task.train)
+    assert len(buffer) == 200 and buffer.seen == 800
+    first_tokens = torch.stack([row[0] for row in buffer.rows])
+    share_task1 = (first_tokens == data.tasks[0].prefix[0]).float().mean().item()
+    assert 0.35 < share_task1 < 0.65  # both tasks are represented about equally
+
+
+def test_joint_trains_on_the_union_of_tasks_so_far():
+    method, _, data = tiny_setup(JointConfig())
+    assert len(method.train_examples(0, data)) == len(data.tasks[0].train)
+    assert len(method.train_examples(1, data)) == len(data.tasks[0].train) + len(data.tasks[1].train)
