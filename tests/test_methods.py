@@ -114,7 +114,10 @@ def test_self_replay_state_round_trips():
     other, model2, _ = tiny_setup(SelfReplayConfig(replay_fraction=0.5, refresh_every=3))
     other.load_state_dict(state, model2)
     assert torch.equal(other.replay_batch(1, 1, model2).input_ids, expected)
-    assert all(torch.equal(a, b) for a, b in zip(other.teacher.parameters(), method.teacher.parameters()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(other.teacher.parameters(), method.teacher.parameters(), strict=True)
+    )
 
 
 def test_reservoir_buffer_is_a_uniform_sample_of_everything_offered():
