@@ -24,7 +24,7 @@ MODEL = {
     "max_length": 16,
     "overrides": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 256},
 }
-TRAIN = {"steps_per_task": 150, "batch_size": 32, "lr": 3e-3, "warmup_steps": 10, "schedule": "cosine"}
+TRAIN = {"steps_per_task": 300, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20, "schedule": "cosine"}
 
 
 def run_method(tmp_path, method: dict) -> lifelong.RunResult:
