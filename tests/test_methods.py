@@ -133,6 +133,28 @@ def test_reservoir_buffer_is_a_uniform_sample_of_everything_offered():
     assert 0.35 < share_task1 < 0.65  # both tasks are represented about equally
 
 
+def test_balanced_buffer_gives_each_task_an_equal_share_whatever_its_size():
+    stream = toy_stream(tasks=["add", "sort"], n_digits=2, n_train=2000, seed=0)  # 2000 vs 100 rows
+    tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
+    data = encode_stream(stream, tok, 16)
+    balanced = ReservoirBuffer(100, generator(0, "b"))
+    proportional = ReservoirBuffer(100, generator(0, "p"), balanced=False)
+    for buffer in (balanced, proportional):
+        for task in data.tasks:
+            buffer.add(task.train)
+    assert len(balanced) == len(proportional) == 100
+    assert balanced.tasks.count(0) == balanced.tasks.count(1) == 50
+    assert proportional.tasks.count(1) < 20  # sort's 100 rows against addition's 2000
+    rows = {tuple(r.tolist()) for r in balanced.rows}
+    assert len(rows) == 100  # sampled without replacement
+    state = balanced.state_dict("b.")
+    again = ReservoirBuffer(100, generator(1, "other"))
+    again.load_state_dict(state, "b.")
+    assert again.tasks == balanced.tasks and all(
+        torch.equal(a, b) for a, b in zip(again.rows, balanced.rows, strict=True)
+    )
+
+
 def test_joint_trains_on_the_union_of_tasks_so_far():
     method, _, data = tiny_setup(JointConfig())
     assert len(method.train_examples(0, data)) == len(data.tasks[0].train)

@@ -19,29 +19,62 @@ from lifelong.seeding import generator
 
 
 class ReservoirBuffer:
-    """A uniform sample of every row ever offered (reservoir sampling), at most `capacity` rows."""
+    """At most `capacity` real rows of earlier tasks.
 
-    def __init__(self, capacity: int, gen: torch.Generator):
-        self.capacity, self.gen, self.seen = capacity, gen, 0
+    `balanced` (the default) splits the capacity equally between the tasks seen so far, each share a
+    uniform sample of its task's rows: a task with 100 rows keeps as many slots as one with 10,000.
+    Otherwise the buffer is one reservoir over every row offered, so tasks are kept in proportion
+    to their size.
+    """
+
+    def __init__(self, capacity: int, gen: torch.Generator, balanced: bool = True):
+        self.capacity, self.gen, self.balanced, self.seen = capacity, gen, balanced, 0
         self.rows: list[torch.Tensor] = []  # 1-D token ids
         self.starts: list[int] = []  # target start of each row
+        self.tasks: list[int] = []  # which `add` call (task) each row came from
         self._packed: EncodedSet | None = None  # rows as one tensor, rebuilt after `add`
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def add(self, data: EncodedSet) -> None:
+        """Offer one task's rows."""
         self._packed = None
+        task = max(self.tasks, default=-1) + 1
+        if self.balanced:
+            self._add_balanced(data, task)
+            return
         for i in range(len(data)):
-            row, start = data.ids[i, : data.lengths[i]].clone(), int(data.target_start[i])
             self.seen += 1
             if len(self.rows) < self.capacity:
-                self.rows.append(row)
-                self.starts.append(start)
+                self._append(data, i, task)
                 continue
             slot = int(torch.randint(self.seen, (1,), generator=self.gen))
             if slot < self.capacity:
-                self.rows[slot], self.starts[slot] = row, start
+                self.rows[slot], self.starts[slot] = (
+                    data.ids[i, : data.lengths[i]].clone(),
+                    int(data.target_start[i]),
+                )
+                self.tasks[slot] = task
+
+    def _add_balanced(self, data: EncodedSet, task: int) -> None:
+        quota = max(1, self.capacity // (task + 1))
+        keep: list[int] = []
+        for t in range(task):  # shrink every earlier share to the new quota, uniformly
+            rows = [i for i, owner in enumerate(self.tasks) if owner == t]
+            picks = torch.randperm(len(rows), generator=self.gen)[:quota].sort().values
+            keep += [rows[int(j)] for j in picks]
+        self.rows = [self.rows[i] for i in keep]
+        self.starts = [self.starts[i] for i in keep]
+        self.tasks = [self.tasks[i] for i in keep]
+        for i in torch.randperm(len(data), generator=self.gen)[:quota].sort().values.tolist():
+            self._append(data, i, task)
+        self.seen += len(data)
+
+    def _append(self, data: EncodedSet, i: int, task: int) -> None:
+        self.rows.append(data.ids[i, : data.lengths[i]].clone())
+        self.starts.append(int(data.target_start[i]))
+        self.tasks.append(task)
 
     def sample(self, n: int, prefix_len: int, pad_id: int, loss_on: str) -> Batch:
         picks = torch.randint(len(self.rows), (n,), generator=self.gen)
@@ -65,17 +98,19 @@ class ReservoirBuffer:
                 f"{prefix}ids": packed.ids,
                 f"{prefix}lengths": packed.lengths,
                 f"{prefix}starts": packed.target_start,
+                f"{prefix}tasks": torch.tensor(self.tasks, dtype=torch.long),
             }
         return state
 
     def load_state_dict(self, state: dict[str, Any], prefix: str) -> None:
         self.seen = int(state[f"{prefix}seen"])
         self.gen.set_state(state[f"{prefix}gen"])
-        self.rows, self.starts, self._packed = [], [], None
+        self.rows, self.starts, self.tasks, self._packed = [], [], [], None
         if f"{prefix}ids" in state:
             ids, lengths = state[f"{prefix}ids"], state[f"{prefix}lengths"]
             self.rows = [ids[i, : lengths[i]].clone() for i in range(len(lengths))]
             self.starts = [int(s) for s in state[f"{prefix}starts"]]
+            self.tasks = [int(t) for t in state[f"{prefix}tasks"]]
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -107,6 +142,7 @@ def replay_rows(fraction: float, batch_size: int) -> int:
 class ReplayConfig(MethodConfig):
     name: Literal["replay"] = "replay"
     buffer_size: int = Field(default=1000, ge=1)  # rows kept over all tasks
+    balanced: bool = True  # an equal share of the buffer per task (else in proportion to task size)
     replay_fraction: float = Field(default=0.25, gt=0)  # replay rows per step / task rows per step
     loss: Literal["ntp", "kl"] = "ntp"  # kl distils the model frozen at the task's start
     coef: float = Field(default=1.0, ge=0)  # total loss = task loss + coef * replay loss
@@ -121,7 +157,9 @@ class Replay:
 
     def setup(self, model, ctx):
         self.ctx = ctx
-        self.buffer = ReservoirBuffer(self.cfg.buffer_size, generator(ctx.seed, "replay-buffer"))
+        self.buffer = ReservoirBuffer(
+            self.cfg.buffer_size, generator(ctx.seed, "replay-buffer"), self.cfg.balanced
+        )
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         return model
 

@@ -38,6 +38,7 @@ class SelfReplayConfig(MethodConfig):
     temperature: float = Field(default=1.0, gt=0)
     source: Literal["samples", "stored"] = "samples"  # stored: real examples through the same path
     buffer_size: int = Field(default=1000, ge=1)  # with source: stored
+    balanced: bool = True  # with source: stored, an equal share of the buffer per task
     include_base: bool = False  # also replay the base model's own distribution, prompted by bos
     sample_batch_size: int = Field(default=1024, ge=1)  # rows generated per forward
 
@@ -61,7 +62,9 @@ class SelfReplay:
         self.ctx = ctx
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         self.gen = generator(ctx.seed, "self-replay", device=ctx.device)
-        self.buffer = ReservoirBuffer(self.cfg.buffer_size, generator(ctx.seed, "self-replay-buffer"))
+        self.buffer = ReservoirBuffer(
+            self.cfg.buffer_size, generator(ctx.seed, "self-replay-buffer"), self.cfg.balanced
+        )
         bos = ctx.tokenizer.bos_token_id
         if self.cfg.include_base and bos is None:
             raise UserError("self_replay include_base needs a tokenizer with a bos token")
