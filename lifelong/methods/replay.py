@@ -207,4 +207,4 @@ def load_teacher(state: dict[str, Any], model: torch.nn.Module) -> torch.nn.Modu
     return teacher
 
 
-register("replay", ReplayConfig, Replay, "experience replay from a reservoir buffer of real examples")
+register("replay", ReplayConfig, Replay, "experience replay from a task-balanced buffer of real examples")
