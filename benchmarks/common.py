@@ -124,6 +124,19 @@ def result_line(name: str, **figures: Any) -> None:
     print(f"RESULT {name} " + " ".join(f"{k}={fmt(v)}" for k, v in figures.items()), flush=True)
 
 
+def add_threads_option(parser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's own; 1 with --quick)"
+    )
+
+
+def apply_threads(args) -> None:
+    """--quick uses one thread: fast and steady on a busy machine."""
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def header(title: str) -> None:
     torch_threads = torch.get_num_threads()
     print(f"== {title} (torch {torch.__version__}, {torch_threads} threads, {os.cpu_count()} cpus)")

@@ -20,11 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import header, median, print_table, quiet, result_line  # noqa: E402
+from common import add_threads_option, apply_threads, header, median, print_table, quiet, result_line  # noqa: E402
 
 import lifelong  # noqa: E402
 
@@ -59,13 +57,9 @@ def main() -> None:
     parser.add_argument("--steps-per-task", type=int, default=None, help="override the configs' value")
     parser.add_argument("--batch-size", type=int, default=None, help="override the configs' value")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each config (default 3)")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own; 1 with --quick)"
-    )
+    add_threads_option(parser)
     args = parser.parse_args()
-    threads = args.threads or (1 if args.quick else None)
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(args)
     repeats = args.repeats or (1 if args.quick else 3)
     overrides = {}
     steps, batch_size = (

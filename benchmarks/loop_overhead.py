@@ -31,6 +31,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    add_threads_option,
+    apply_threads,
     header,
     matmul_peak_gflops,
     median,
@@ -140,13 +142,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 128)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs of each loop (default 5)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's own; 1 with --quick)"
-    )
+    add_threads_option(parser)
     args = parser.parse_args()
-    threads = args.threads or (1 if args.quick else None)  # --quick: one thread, fast on a busy machine
-    if threads:
-        torch.set_num_threads(threads)
+    apply_threads(args)
     steps = args.steps or (10 if args.quick else 100)
     batch_size = args.batch_size or (32 if args.quick else 128)
     repeats = args.repeats or (2 if args.quick else 5)
