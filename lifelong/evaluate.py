@@ -37,7 +37,7 @@ def evaluate_task(
     max_examples: int | None,
 ) -> float:
     n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
-    prompts, targets = task.eval.prompts()[:n], task.eval.targets()[:n]
+    prompts, targets = task.eval.prompts(n), task.eval.targets(n)
     if task.metric == "exact_match":
         return exact_match(model, prompts, targets, stream.pad_id, stream.eos_id, batch_size)
     if task.metric == "accuracy":

@@ -73,12 +73,15 @@ class EncodedSet:
         loss_mask = attention & (pos >= start.unsqueeze(1))
         return Batch(ids, attention.long(), loss_mask)
 
-    def prompts(self) -> list[list[int]]:
-        return [self.ids[i, : self.target_start[i]].tolist() for i in range(len(self))]
+    def prompts(self, limit: int | None = None) -> list[list[int]]:
+        """Prompt tokens (prefix included) of the first `limit` rows (all if None)."""
+        rows = range(len(self) if limit is None else min(limit, len(self)))
+        return [self.ids[i, : self.target_start[i]].tolist() for i in rows]
 
-    def targets(self) -> list[list[int]]:
-        """Target tokens including the final eos."""
-        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in range(len(self))]
+    def targets(self, limit: int | None = None) -> list[list[int]]:
+        """Target tokens including the final eos, of the first `limit` rows (all if None)."""
+        rows = range(len(self) if limit is None else min(limit, len(self)))
+        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in rows]
 
 
 def cat_sets(sets: list[EncodedSet], pad_id: int) -> EncodedSet:
