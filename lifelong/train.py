@@ -22,7 +22,7 @@ from accelerate import Accelerator
 
 from lifelong.config import RunConfig, TrainConfig
 from lifelong.data import build_stream
-from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream
+from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream
 from lifelong.methods import Forward, MethodContext, build_method
@@ -125,7 +125,9 @@ class Trainer:
     def new_optimizer(self) -> torch.optim.Optimizer:
         t = self.cfg.train
         params = [p for p in self.raw.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        # the fused kernel is several times faster than the per-tensor loop on CPU and on CUDA
+        fused = True if self.device.type in ("cpu", "cuda") else None
+        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused)
 
     def restore(self) -> None:
         ckpt = self.run_dir.latest_checkpoint()
@@ -205,18 +207,25 @@ class Trainer:
         bar.remove_task(bar_task)
 
     def step(self, batch: Batch, extras: list[Batch | None]) -> dict[str, float]:
-        """One optimizer step on the task batch plus the methods' replay rows, in one forward."""
-        parts = [batch, *(e for e in extras if e is not None)]
-        full = concat(parts, self.data.pad_id).to(self.device)
-        with self.accelerator.autocast():
-            logits = self.model(input_ids=full.input_ids, attention_mask=full.attention_mask).logits
-        token_loss, mask = next_token_loss(logits, full)  # (B, T-1) each
-        views, offset = [], 0
-        for part in parts:
-            rows = slice(offset, offset + len(part))
-            sub = Batch(*(x[rows] for x in full.tensors()))
-            views.append(Forward(sub, logits[rows], token_loss[rows], mask[rows]))
-            offset += len(part)
+        """One optimizer step on the task batch plus the methods' replay rows.
+
+        Rows of different widths (e.g. long replayed samples next to short new rows) get a forward
+        pass each rather than being padded to one width. Under DistributedDataParallel it is always
+        one pass: DDP expects one forward per backward.
+        """
+        parts = [batch, *(e.trimmed() for e in extras if e is not None)]
+        groups = forward_groups(parts) if self.accelerator.num_processes == 1 else [list(range(len(parts)))]
+        views: list[Forward] = [None] * len(parts)  # type: ignore[list-item]
+        for group in groups:
+            full = concat([parts[i] for i in group], self.data.pad_id).to(self.device)
+            with self.accelerator.autocast():
+                logits = self.model(input_ids=full.input_ids, attention_mask=full.attention_mask).logits
+            token_loss, mask = next_token_loss(logits, full)  # (B, T-1) each
+            offset = 0
+            for i in group:
+                rows = slice(offset, offset + len(parts[i]))
+                views[i] = Forward(full.select(rows), logits[rows], token_loss[rows], mask[rows])
+                offset += len(parts[i])
         task_view, replay_views = views[0], iter(views[1:])
         terms = {"task": task_view.mean_loss()}
         for method, extra in zip(self.methods, extras, strict=True):

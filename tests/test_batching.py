@@ -11,6 +11,7 @@ from lifelong.data.batching import (
     concat,
     encode_stream,
     encode_task,
+    forward_groups,
 )
 from lifelong.data.task import Example, Stream, Task
 from lifelong.data.toy import EQ, toy_stream
@@ -150,6 +151,27 @@ def test_batch_to_and_tensors(byte_set):
     assert isinstance(moved, Batch)
     for x, y in zip(b.tensors(), moved.tensors(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_trimmed_drops_columns_no_row_attends_to():
+    ids = torch.tensor([[5, 6, 0, 0], [7, 0, 0, 0]])
+    attention = (ids != 0).long()
+    trimmed = Batch(ids, attention, attention.bool()).trimmed()
+    assert trimmed.input_ids.tolist() == [[5, 6], [7, 0]]
+    assert trimmed.attention_mask.tolist() == [[1, 1], [1, 0]]
+    assert len(trimmed.select(slice(1, 2))) == 1
+
+
+def rows_of_width(n: int, width: int) -> Batch:
+    ids = torch.ones((n, width), dtype=torch.long)
+    return Batch(ids, ids, ids.bool())
+
+
+def test_forward_groups_share_a_pass_unless_padding_wastes_tokens():
+    assert forward_groups([rows_of_width(128, 11), rows_of_width(64, 11)]) == [[0, 1]]
+    assert forward_groups([rows_of_width(128, 10), rows_of_width(32, 11)]) == [[0, 1]]  # 2% padding
+    assert forward_groups([rows_of_width(128, 9), rows_of_width(32, 11)]) == [[0], [1]]  # 17% padding
+    assert forward_groups([rows_of_width(128, 9), rows_of_width(32, 11)], max_waste=0.2) == [[0, 1]]
 
 
 def test_cat_sets(byte_set):

@@ -7,6 +7,7 @@ import math
 import sys
 
 import pytest
+import torch
 
 import lifelong
 from lifelong.config import TrainConfig
@@ -124,3 +125,43 @@ def test_missing_tracker_package_is_a_user_error(small_config, monkeypatch):
     )
     with pytest.raises(UserError, match="pip install wandb"):
         lifelong.run(small_config(tracking=["wandb"]), show_progress=False)
+
+
+@pytest.mark.parametrize("loss", ["ntp", "kl"])
+def test_rows_of_different_widths_in_separate_passes_give_the_same_step(small_config, monkeypatch, loss):
+    """Replay rows wider than the task rows get their own forward pass; the losses and the update
+    equal those of one padded pass."""
+    import lifelong.train as train_module
+    from lifelong.data.batching import Batch
+    from lifelong.methods.replay import frozen_copy
+    from lifelong.run import RunDir
+
+    def one_step(groups_fn, name):
+        monkeypatch.setattr(train_module, "forward_groups", groups_fn)
+        cfg = small_config(name=name, methods=[{"name": "replay", "loss": loss}])
+        trainer = train_module.Trainer(cfg, RunDir.create(cfg), show_progress=False)
+        trainer.methods[0].teacher = frozen_copy(trainer.raw)
+        trainer.optimizer = trainer.new_optimizer()
+        task_rows = trainer.data.tasks[0].train.batch(torch.arange(8))  # reverse: short rows
+        wide = trainer.data.tasks[1].train.batch(torch.arange(4))  # add: longer rows
+        pad = torch.zeros((4, 3), dtype=torch.long)
+        replay = Batch(  # trailing padding that no row attends to is trimmed before the pass
+            torch.cat([wide.input_ids, pad], 1),
+            torch.cat([wide.attention_mask, pad], 1),
+            torch.cat([wide.loss_mask, pad.bool()], 1),
+        )
+        assert replay.input_ids.shape[1] > task_rows.input_ids.shape[1]
+        terms = trainer.step(task_rows, [replay])
+        return terms, [p.detach().clone() for p in trainer.raw.parameters()]
+
+    passes = []
+    split, split_params = one_step(
+        lambda parts: (passes.append(len(parts)), [[i] for i in range(len(parts))])[1], "split"
+    )
+    joint, joint_params = one_step(lambda parts: [list(range(len(parts)))], "joint")
+    assert passes == [2]
+    assert split.keys() == joint.keys()
+    for key in split:
+        assert split[key] == pytest.approx(joint[key], rel=1e-5, abs=1e-6)
+    for a, b in zip(split_params, joint_params, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -36,6 +36,25 @@ class Batch:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_ids, self.attention_mask, self.loss_mask
 
+    def select(self, rows: slice | torch.Tensor) -> Batch:
+        return Batch(*(x[rows] for x in self.tensors()))
+
+    def trimmed(self) -> Batch:
+        """The same rows without the trailing columns that no row attends to."""
+        used = self.attention_mask.any(0).nonzero()
+        width = int(used.max()) + 1 if len(used) else 1
+        return Batch(*(x[:, :width] for x in self.tensors()))
+
+
+def forward_groups(batches: list[Batch], max_waste: float = 0.1) -> list[list[int]]:
+    """Which batches share a forward pass: all of them, unless right-padding them to one width would
+    add more than `max_waste` of their own tokens, in which case each gets its own pass."""
+    widths = [b.input_ids.shape[1] for b in batches]
+    own = sum(w * len(b) for w, b in zip(widths, batches, strict=True))
+    if max(widths) * sum(len(b) for b in batches) <= own * (1 + max_waste):
+        return [list(range(len(batches)))]
+    return [[i] for i in range(len(batches))]
+
 
 def concat(batches: list[Batch], pad_id: int) -> Batch:
     """Stack batches row-wise, right-padding to the longest."""

@@ -96,7 +96,7 @@ class SelfReplay:
             self.chunk, self.served = self.sample_chunk(task_index), 0
         rows = slice(self.served, self.served + self.n_rows)
         self.served += self.n_rows
-        return Batch(*(x[rows] for x in self.chunk.tensors()))
+        return self.chunk.select(rows)
 
     def sample_chunk(self, task_index: int) -> Batch:
         """`refresh_every` steps' worth of full-length samples from pi, spread over earlier tasks."""
