@@ -22,6 +22,7 @@ from pydantic import (
 
 from lifelong.errors import UserError
 from lifelong.methods import MethodConfig, method_entry
+from lifelong.methods.base import check_compatible
 
 
 class _Strict(BaseModel):
@@ -178,6 +179,14 @@ class RunConfig(_Strict):
                 raise ValueError(err.args[0]) from None
             out.append(entry.config_cls.model_validate(item))
         return out or [method_entry("naive").config_cls(name="naive")]
+
+    @field_validator("methods")
+    @classmethod
+    def _compatible(cls, value: list[MethodConfig]) -> list[MethodConfig]:
+        problem = check_compatible([(m.name, method_entry(m.name).method_cls.compatibility) for m in value])
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("name")
     @classmethod

@@ -9,6 +9,9 @@ Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is resto
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -16,15 +19,28 @@ from lifelong.data.batching import EncodedStream, EncodedTask
 from lifelong.sampling import generate
 
 
+def no_route(task_index: int) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
 @torch.no_grad()
 def evaluate_stream(
-    model: torch.nn.Module, stream: EncodedStream, batch_size: int = 512, max_examples: int | None = None
+    model: torch.nn.Module,
+    stream: EncodedStream,
+    batch_size: int = 512,
+    max_examples: int | None = None,
+    route: Callable[[int], AbstractContextManager[None]] = no_route,
 ) -> list[float]:
-    """The score of every task of the stream, in stream order."""
+    """The score of every task of the stream, in stream order. Task i is scored inside `route(i)`:
+    the methods' choice of weights for task i (e.g. its own adapter), restored afterwards."""
     was_training = model.training
     model.eval()
+    scores = []
     try:
-        return [evaluate_task(model, task, stream, batch_size, max_examples) for task in stream.tasks]
+        for i, task in enumerate(stream.tasks):
+            with route(i):
+                scores.append(evaluate_task(model, task, stream, batch_size, max_examples))
+        return scores
     finally:
         model.train(was_training)
 

@@ -40,6 +40,8 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "train_seconds": round(progress.train_seconds, 3),
         "eval_seconds": round(progress.eval_seconds, 3),
         "tasks_done": progress.task,
+        "trainable_params": progress.trainable_params,
+        "total_params": progress.total_params,
     }
     write_json(run_dir.path / "summary.json", result)
     plot_curves(run_dir, task_names, run_dir.path / "curves.png")

@@ -40,6 +40,8 @@ class Progress:
     matrix: list[list[float]] = field(default_factory=list)  # row k: after task k
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    trainable_params: int = 0  # the most parameters trained at once (the peak over tasks)
+    total_params: int = 0  # every parameter of the trained model, adapters included
 
     @property
     def finished(self) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from lifelong.data import build_stream
 from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream
-from lifelong.methods import Forward, MethodContext, build_method
+from lifelong.methods import Forward, MethodContext, build_method, method_entry
 from lifelong.models import load_for_run
 from lifelong.report import write_results
 from lifelong.run import Progress, RunDir
@@ -96,6 +96,11 @@ class Trainer:
             log_with=list(cfg.tracking) or None,
             project_dir=str(run_dir.path / "tracking"),
         )
+        single = [
+            m.name for m in cfg.methods if not method_entry(m.name).method_cls.compatibility.distributed
+        ]
+        if single and self.accelerator.num_processes > 1:
+            raise UserError(f"method {single[0]} cannot run on several processes (its trainable set changes)")
         if cfg.tracking:
             self.accelerator.init_trackers(run_dir.path.name, config=flat_config(cfg))
         self.device = self.accelerator.device
@@ -119,7 +124,9 @@ class Trainer:
         self.model = self.accelerator.prepare(model)
         self.raw = self.accelerator.unwrap_model(self.model)
         self.optimizer: torch.optim.Optimizer | None = None
-        self.progress = Progress(cfg.config_hash())
+        self.progress = Progress(
+            cfg.config_hash(), total_params=sum(p.numel() for p in self.raw.parameters())
+        )
 
     # ------------------------------------------------------------------ setup
     def new_optimizer(self) -> torch.optim.Optimizer:
@@ -166,8 +173,14 @@ class Trainer:
         if self.progress.step == 0:
             for method in self.methods:
                 method.before_task(t, self.raw)
-            if self.optimizer is None or cfg.reset_optimizer:
+            trainable = [p for p in self.raw.parameters() if p.requires_grad]
+            held = [p for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else []
+            changed = {id(p) for p in trainable} != {id(p) for p in held}  # e.g. a new task's adapter
+            if changed or cfg.reset_optimizer:
                 self.optimizer = self.new_optimizer()
+            self.progress.trainable_params = max(
+                self.progress.trainable_params, sum(p.numel() for p in trainable)
+            )
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         bar_task = bar.add_task(
             f"task {t + 1}/{len(self.data)} {self.task_names[t]}",
@@ -248,7 +261,7 @@ class Trainer:
     def evaluate(self, task: int, step: int) -> list[float]:
         start = time.perf_counter()
         t = self.cfg.train
-        scores = evaluate_stream(self.raw, self.data, t.eval_batch_size, t.eval_examples)
+        scores = evaluate_stream(self.raw, self.data, t.eval_batch_size, t.eval_examples, self.route)
         self.progress.eval_seconds += time.perf_counter() - start
         global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
         if self.accelerator.is_main_process:
@@ -258,6 +271,14 @@ class Trainer:
             named = {f"eval/{name}": score for name, score in zip(self.task_names, scores, strict=True)}
             self.accelerator.log(named, step=global_step)
         return scores
+
+    @contextmanager
+    def route(self, task_index: int):
+        """Every method's weights for scoring task `task_index` (e.g. that task's adapter)."""
+        with ExitStack() as stack:
+            for method in self.methods:
+                stack.enter_context(method.route(task_index, self.raw))
+            yield
 
     def log_step(self, t, step, terms, batch, extras, elapsed, bar, bar_task) -> None:
         tokens = int(batch.attention_mask.sum()) + sum(

@@ -128,3 +128,16 @@ def test_existing_run_directory_is_never_overwritten(tmp_path, write_config, mon
 def test_bad_set_override(monkeypatch, capsys):
     code, err = run_cli(["run", "toy_naive", "--set", "nonsense"], monkeypatch, capsys)
     assert_one_line_error(code, err, "--set expects key=value")
+
+
+def test_two_adapter_methods(tmp_path, write_config, monkeypatch, capsys):
+    path = write_config(small_config_dict(tmp_path, methods=["lora", "lora_per_task"]))
+    code, err = run_cli(["run", str(path)], monkeypatch, capsys)
+    assert_one_line_error(code, err, "methods", "lora and lora_per_task both add weights")
+    assert not (tmp_path / "runs").exists()  # refused before any run directory or model
+
+
+def test_adapter_methods_mixed(tmp_path, write_config, monkeypatch, capsys):
+    path = write_config(small_config_dict(tmp_path, methods=["self_replay", "olora", "mole"]))
+    code, err = run_cli(["run", str(path)], monkeypatch, capsys)
+    assert_one_line_error(code, err, "methods", "olora and mole both add weights")

@@ -1,6 +1,20 @@
 """Continual-learning methods: one file each, registered by name. A run composes a list of them."""
 
-from lifelong.methods import joint, naive, replay, self_replay  # noqa: F401  (registration)
+from lifelong.methods import (  # noqa: F401  (registration)
+    ewc,
+    feature_reg,
+    joint,
+    l2,
+    lamol,
+    lora,
+    lora_per_task,
+    lwf,
+    mole,
+    naive,
+    olora,
+    replay,
+    self_replay,
+)
 from lifelong.methods.base import (
     Compatibility,
     Forward,

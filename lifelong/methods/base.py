@@ -9,8 +9,9 @@ Do not inherit implementation from another method: copy what you need (see STYLE
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -27,12 +28,40 @@ class MethodConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Compatibility:
-    """What a method can run with; the config is refused before training if a pair conflicts."""
+    """What a method does to the model and what it can run next to; `check_compatible` refuses a list
+    of methods that conflicts, when the config is parsed (before any model loads).
 
+    - `kind`: `full` trains the model's own weights; `adapter` adds adapter weights (LoRA) and freezes
+      the base; `expansion` adds new blocks. At most one method of a run may be non-`full`: two would
+      each wrap the model.
+    - `full_finetuning`: runs without an adapter method (False: the method works on adapters and needs
+      one in the list).
+    - `adapters`: runs next to an adapter method.
+    - `distributed`: runs under several processes (DDP/FSDP need the trainable set fixed for the run).
+    """
+
+    kind: Literal["full", "adapter", "expansion"] = "full"
     full_finetuning: bool = True
     adapters: bool = True
     distributed: bool = True
-    changes_weights_layout: bool = False  # wraps or reshapes the model (adapters, expansion)
+
+    @property
+    def changes_weights_layout(self) -> bool:
+        return self.kind != "full"
+
+
+def check_compatible(methods: list[tuple[str, Compatibility]]) -> str | None:
+    """Why this list of (name, compatibility) cannot run together, or None if it can."""
+    layout = [name for name, c in methods if c.changes_weights_layout]
+    if len(layout) > 1:
+        return f"methods {' and '.join(layout)} both add weights to the model (adapters/expansion): use one"
+    adapters = [name for name, c in methods if c.kind == "adapter"]
+    for name, c in methods:
+        if adapters and not c.adapters and name not in adapters:
+            return f"method {name} cannot run with the adapter method {adapters[0]}"
+        if not c.full_finetuning and not adapters:
+            return f"method {name} needs an adapter method in the list (e.g. lora)"
+    return None
 
 
 @dataclass
@@ -90,6 +119,10 @@ class Method(Protocol):
 
     def after_task(self, task_index: int, model: torch.nn.Module) -> None:
         """Called when a task's last step is done, before the task's evaluation."""
+
+    def route(self, task_index: int, model: torch.nn.Module) -> AbstractContextManager[None]:
+        """A context in which evaluation scores task `task_index` (e.g. with that task's adapter);
+        leaving it restores the training setup. No-op: `return nullcontext()`."""
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and JSON scalars needed to resume mid-task; never pickled."""

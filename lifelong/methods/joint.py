@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Literal
 
 from lifelong.data.batching import cat_sets
@@ -35,6 +36,9 @@ class Joint:
 
     def after_task(self, task_index, model) -> None:
         pass
+
+    def route(self, task_index, model):
+        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -7,11 +7,12 @@ losses (`ntp`: next-token loss on the replay rows; `kl`: KL(teacher || model) ov
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lifelong.data.batching import Batch, EncodedSet
 from lifelong.methods.base import Compatibility, Forward, MethodConfig, register
@@ -120,18 +121,33 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return teacher
 
 
-def replay_loss(kind: str, replay: Forward, teacher: torch.nn.Module | None) -> torch.Tensor:
-    """`ntp`: mean next-token loss on the replay rows; `kl`: mean KL(teacher || model) per position."""
+def replay_loss(
+    kind: str, replay: Forward, teacher: torch.nn.Module | None, temperature: float = 1.0
+) -> torch.Tensor:
+    """`ntp`: mean next-token loss on the replay rows; `kl`: mean KL(teacher || model) per position,
+    at `temperature` (knowledge distillation: both distributions softened, the KL scaled by T^2)."""
     if kind == "ntp":
         return replay.mean_loss()
     assert teacher is not None, "the KL replay loss needs a teacher"
     batch = replay.batch
     with torch.no_grad():
         t_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    t_logp = F.log_softmax(t_logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-    s_logp = F.log_softmax(replay.logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+    return distill_kl(t_logits, replay.logits, replay.mask, temperature)
+
+
+def distill_kl(
+    t_logits: torch.Tensor, s_logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Mean over the masked positions of T^2 * KL(softmax(t / T) || softmax(s / T)).
+
+    The logits are (B, T, V) of the same rows; the last position predicts nothing and is dropped, so
+    `mask` is (B, T-1). At T = 1 this is the plain KL; the T^2 keeps the gradient's scale the same
+    across temperatures (Hinton et al. 2015).
+    """
+    t_logp = F.log_softmax(t_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
+    s_logp = F.log_softmax(s_logits[:, :-1].float() / temperature, dim=-1)  # (B, T-1, V)
     kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # (B, T-1)
-    return (kl * replay.mask).sum() / replay.mask.sum().clamp(min=1.0)
+    return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def replay_rows(fraction: float, batch_size: int) -> int:
@@ -146,6 +162,17 @@ class ReplayConfig(MethodConfig):
     replay_fraction: float = Field(default=0.25, gt=0)  # replay rows per step / task rows per step
     loss: Literal["ntp", "kl"] = "ntp"  # kl distils the model frozen at the task's start
     coef: float = Field(default=1.0, ge=0)  # total loss = task loss + coef * replay loss
+    kl_temperature: float = Field(default=1.0, gt=0)  # with loss: kl, distil at this T (scaled by T^2)
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplayConfig:
+        check_kl_temperature(self.loss, self.kl_temperature)
+        return self
+
+
+def check_kl_temperature(loss: str, kl_temperature: float) -> None:
+    if kl_temperature != 1.0 and loss != "kl":
+        raise ValueError("kl_temperature applies to the KL replay loss only: set loss: kl")
 
 
 class Replay:
@@ -179,11 +206,15 @@ class Replay:
     def loss_terms(self, model, task, replay):
         if replay is None:
             return {}
-        return {f"replay_{self.cfg.loss}": self.cfg.coef * replay_loss(self.cfg.loss, replay, self.teacher)}
+        loss = replay_loss(self.cfg.loss, replay, self.teacher, self.cfg.kl_temperature)
+        return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
         self.buffer.add(self.ctx.stream.tasks[task_index].train)
         self.teacher = None
+
+    def route(self, task_index, model):
+        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return self.buffer.state_dict("buffer.") | teacher_state(self.teacher)

@@ -9,6 +9,7 @@ With `source: stored`, real examples from a reservoir buffer take the samples' p
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -19,6 +20,7 @@ from lifelong.errors import UserError
 from lifelong.methods.base import Compatibility, MethodConfig, register
 from lifelong.methods.replay import (
     ReservoirBuffer,
+    check_kl_temperature,
     frozen_copy,
     load_teacher,
     replay_loss,
@@ -35,17 +37,19 @@ class SelfReplayConfig(MethodConfig):
     loss: Literal["ntp", "kl"] = "ntp"
     coef: float = Field(default=1.0, ge=0)  # total loss = task loss + coef * replay loss
     refresh_every: int = Field(default=25, ge=1)  # steps served by one chunk of samples
-    temperature: float = Field(default=1.0, gt=0)
+    temperature: float = Field(default=1.0, gt=0)  # of the sampling (kl_temperature: of the KL loss)
     source: Literal["samples", "stored"] = "samples"  # stored: real examples through the same path
     buffer_size: int = Field(default=1000, ge=1)  # with source: stored
     balanced: bool = True  # with source: stored, an equal share of the buffer per task
     include_base: bool = False  # also replay the base model's own distribution, prompted by bos
     sample_batch_size: int = Field(default=1024, ge=1)  # rows generated per forward
+    kl_temperature: float = Field(default=1.0, gt=0)  # with loss: kl, distil at this T (scaled by T^2)
 
     @model_validator(mode="after")
     def _check(self) -> SelfReplayConfig:
         if self.include_base and self.source == "stored":
             raise ValueError("include_base samples the base model; it needs source: samples")
+        check_kl_temperature(self.loss, self.kl_temperature)
         return self
 
 
@@ -121,12 +125,16 @@ class SelfReplay:
     def loss_terms(self, model, task, replay):
         if replay is None:
             return {}
-        return {f"replay_{self.cfg.loss}": self.cfg.coef * replay_loss(self.cfg.loss, replay, self.teacher)}
+        loss = replay_loss(self.cfg.loss, replay, self.teacher, self.cfg.kl_temperature)
+        return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
         if self.cfg.source == "stored":
             self.buffer.add(self.ctx.stream.tasks[task_index].train)
         self.teacher, self.chunk = None, None
+
+    def route(self, task_index, model):
+        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"gen": self.gen.get_state(), "served": self.served}
