@@ -35,9 +35,14 @@ def run_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: train.lr=1e-4")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Where run directories go.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    jobs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Runs trained at once, one process each (default: one per core on CPU)."),
+    ] = None,
 ) -> None:
     """Run each config (default: the toy stream with naive and self_replay) and compare them."""
     from lifelong.config import load_config
+    from lifelong.parallel import default_jobs, run_side_by_side
     from lifelong.report import print_runs
     from lifelong.train import resume as resume_run
     from lifelong.train import run
@@ -53,16 +58,20 @@ def run_cmd(
         result = resume_run(resume, cfg, show_progress=progress)
         print_runs([result.path], console)
         return
-    paths = []
-    for name in configs or DEFAULT_JOB:
-        cfg = load_config(name, overrides)
+    cfgs = [load_config(name, overrides) for name in configs or DEFAULT_JOB]
+    jobs = min(len(cfgs), jobs or default_jobs(len(cfgs)))
+    for cfg in cfgs:
         console.print(
             f"[bold]{cfg.name}[/bold]: {len(cfg.methods)} method(s) "
             f"{'+'.join(m.name for m in cfg.methods)} on stream {cfg.stream.builtin or cfg.stream.name}"
         )
-        result = run(cfg, show_progress=progress)
-        console.print(f"  wrote {result.path}")
-        paths.append(result.path)
+    if jobs > 1:
+        console.print(f"{len(cfgs)} runs, {jobs} at a time, one process each (--jobs 1: one after another)")
+        paths = run_side_by_side(cfgs, jobs, show_progress=progress)
+    else:
+        paths = [run(cfg, show_progress=progress).path for cfg in cfgs]
+    for path in paths:
+        console.print(f"  wrote {path}")
     print_runs(paths, console)
 
 

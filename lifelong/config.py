@@ -135,6 +135,8 @@ class TrainConfig(_Strict):
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; plus one after each task
     keep_checkpoints: int = Field(default=2, ge=1)  # mid-task checkpoints kept (task ends are kept)
     mixed_precision: Literal["no", "bf16"] = "no"
+    # CPU threads (None: PyTorch's default). Part of the run's identity: float results depend on it.
+    threads: int | None = Field(default=None, ge=1)
 
 
 # Fields that may change when a run is resumed: they do not change what is computed.

@@ -33,12 +33,15 @@ def generate(
     generator: torch.Generator | None = None,
     stop_id: int | None = None,
     batch_size: int = 512,
-) -> torch.Tensor:
+    return_logits: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each prompt by `max_new_tokens` tokens: (N, max_new_tokens).
 
     Greedy decoding takes the argmax; otherwise plain ancestral sampling at `temperature` (no top-k,
     no top-p). With `stop_id`, decoding ends early once every row has produced it (rows are filled
-    with `stop_id` after that); without it, every row is generated to full length.
+    with `stop_id` after that); without it, every row is generated to full length. With
+    `return_logits`, also the model's logits (before temperature) that predicted each new token:
+    (N, max_new_tokens, V), what a teacher forward over the finished rows would give, for free.
     """
     was_training = model.training
     model.eval()
@@ -53,15 +56,19 @@ def generate(
                 temperature,
                 generator,
                 stop_id,
+                return_logits,
             )
             for i in range(0, len(prompts), batch_size)
         ]
     finally:
         model.train(was_training)
-    return torch.cat(chunks)
+    tokens = torch.cat([c[0] for c in chunks])
+    return (tokens, torch.cat([c[1] for c in chunks])) if return_logits else tokens
 
 
-def _generate_batch(model, prompts, max_new_tokens, pad_id, greedy, temperature, generator, stop_id):
+def _generate_batch(
+    model, prompts, max_new_tokens, pad_id, greedy, temperature, generator, stop_id, keep_logits
+):
     device = next(model.parameters()).device
     ids, mask = (x.to(device) for x in left_pad(prompts, pad_id))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
@@ -74,6 +81,7 @@ def _generate_batch(model, prompts, max_new_tokens, pad_id, greedy, temperature,
     )
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     step_ids, step_pos = ids, positions
+    all_logits = []
     for t in range(max_new_tokens):
         logits = (
             model(
@@ -86,6 +94,8 @@ def _generate_batch(model, prompts, max_new_tokens, pad_id, greedy, temperature,
             .logits[:, -1]
             .float()
         )  # (B, V)
+        if keep_logits:
+            all_logits.append(logits)
         if greedy:
             nxt = logits.argmax(-1)
         else:
@@ -100,4 +110,7 @@ def _generate_batch(model, prompts, max_new_tokens, pad_id, greedy, temperature,
         step_ids = nxt.unsqueeze(1)  # (B, 1)
         step_pos = step_pos[:, -1:] + 1  # (B, 1)
         mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
-    return out_tokens
+    if not keep_logits:
+        return out_tokens, None
+    logits = torch.stack(all_logits, 1)  # (B, steps, V); fewer steps than asked after an early stop
+    return out_tokens, torch.nn.functional.pad(logits, (0, 0, 0, max_new_tokens - logits.shape[1]))

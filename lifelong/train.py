@@ -90,6 +90,8 @@ class Trainer:
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
         self.show_progress = show_progress and cfg.progress
         seed_everything(cfg.seed)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
         check_trackers(cfg.tracking)
         self.accelerator = Accelerator(
             mixed_precision=cfg.train.mixed_precision,

@@ -95,6 +95,29 @@ def test_self_replay_samples_earlier_tasks_from_the_frozen_copy_full_length():
     assert not batch.loss_mask[:, 0].any()  # the prompt token is given, not predicted
 
 
+def test_kl_from_the_sampling_logits_equals_kl_from_a_teacher_forward(monkeypatch):
+    """With loss: kl, pi's logits kept while sampling replace a teacher forward over the replay rows."""
+    import lifelong.methods.self_replay as self_replay_module
+    from lifelong.methods.base import Forward
+    from lifelong.train import next_token_loss
+
+    losses = {}
+    for limit in (2**26, 0):  # 0: nothing is cached, the teacher runs a forward
+        monkeypatch.setattr(self_replay_module, "MAX_CACHED_LOGITS", limit)
+        method, model, _ = tiny_setup(SelfReplayConfig(replay_fraction=0.5, refresh_every=3, loss="kl"))
+        method.after_task(0, model)
+        method.before_task(1, model)
+        with torch.no_grad():
+            model.model.embed_tokens.weight.mul_(1.5)  # the student differs from pi
+        replay = method.replay_batch(1, 0, model).trimmed()
+        assert (method.batch_logits is not None) == (limit > 0)
+        logits = model(input_ids=replay.input_ids, attention_mask=replay.attention_mask).logits
+        token_loss, mask = next_token_loss(logits, replay)
+        losses[limit] = method.loss_terms(model, None, Forward(replay, logits, token_loss, mask))["replay_kl"]
+    assert losses[0] > 0
+    torch.testing.assert_close(losses[2**26], losses[0], rtol=1e-4, atol=1e-6)
+
+
 def test_samples_are_cut_after_the_first_eos():
     eos, pad = 1, 0
     sampled = torch.tensor([[5, eos, 7, 8], [5, 6, 7, 8]])

@@ -21,6 +21,7 @@ from lifelong.methods.base import Compatibility, MethodConfig, register
 from lifelong.methods.replay import (
     ReservoirBuffer,
     check_kl_temperature,
+    distill_kl,
     frozen_copy,
     load_teacher,
     replay_loss,
@@ -29,6 +30,11 @@ from lifelong.methods.replay import (
 )
 from lifelong.sampling import generate
 from lifelong.seeding import generator
+
+# With loss: kl, pi's logits computed while sampling a chunk are kept (instead of a teacher forward
+# over the replay rows at every step) when the chunk's (rows x width x vocab) stays under this many
+# floats (256 MB); larger vocabularies fall back to the teacher forward.
+MAX_CACHED_LOGITS = 2**26
 
 
 class SelfReplayConfig(MethodConfig):
@@ -60,10 +66,13 @@ class SelfReplay:
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
         self.chunk: Batch | None = None  # samples not yet served
+        self.chunk_logits: torch.Tensor | None = None  # (n, T, V) pi's logits over the chunk, for kl
+        self.batch_logits: torch.Tensor | None = None  # those of the rows served at this step
         self.served = 0  # rows of the chunk already used
 
     def setup(self, model, ctx):
         self.ctx = ctx
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         self.gen = generator(ctx.seed, "self-replay", device=ctx.device)
         self.buffer = ReservoirBuffer(
@@ -100,6 +109,7 @@ class SelfReplay:
             self.chunk, self.served = self.sample_chunk(task_index), 0
         rows = slice(self.served, self.served + self.n_rows)
         self.served += self.n_rows
+        self.batch_logits = None if self.chunk_logits is None else self.chunk_logits[rows]
         return self.chunk.select(rows)
 
     def sample_chunk(self, task_index: int) -> Batch:
@@ -110,6 +120,7 @@ class SelfReplay:
         chosen = [prompts[i] for i in which]
         width = min(stream.max_len, self.ctx.max_length)
         new = width - max(len(p) for p in chosen)
+        keep_logits = self.cfg.loss == "kl" and n * width * self.vocab_size <= MAX_CACHED_LOGITS
         out = generate(
             self.teacher,
             chosen,
@@ -119,19 +130,26 @@ class SelfReplay:
             temperature=self.cfg.temperature,
             generator=self.gen,
             batch_size=self.cfg.sample_batch_size,
-        ).cpu()  # (n, new)
-        return samples_batch(chosen, out, stream.eos_id, stream.pad_id)
+            return_logits=keep_logits,
+        )
+        tokens, logits = out if keep_logits else (out, None)
+        self.chunk_logits = None if logits is None else teacher_logits_by_position(chosen, logits.cpu())
+        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id)
 
     def loss_terms(self, model, task, replay):
         if replay is None:
             return {}
-        loss = replay_loss(self.cfg.loss, replay, self.teacher, self.cfg.kl_temperature)
+        if self.batch_logits is not None:  # pi's logits kept from sampling: no teacher forward
+            t_logits = self.batch_logits[:, : replay.logits.shape[1]].to(replay.logits.device)
+            loss = distill_kl(t_logits, replay.logits, replay.mask, self.cfg.kl_temperature)
+        else:
+            loss = replay_loss(self.cfg.loss, replay, self.teacher, self.cfg.kl_temperature)
         return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
         if self.cfg.source == "stored":
             self.buffer.add(self.ctx.stream.tasks[task_index].train)
-        self.teacher, self.chunk = None, None
+        self.teacher, self.chunk, self.chunk_logits, self.batch_logits = None, None, None, None
 
     def route(self, task_index, model):
         return nullcontext()
@@ -142,6 +160,8 @@ class SelfReplay:
             state |= dict(
                 zip(("chunk.ids", "chunk.attention", "chunk.loss"), self.chunk.tensors(), strict=True)
             )
+        if self.chunk_logits is not None:
+            state["chunk.logits"] = self.chunk_logits
         return state | self.buffer.state_dict("buffer.") | teacher_state(self.teacher)
 
     def load_state_dict(self, state: dict[str, Any], model) -> None:
@@ -150,8 +170,22 @@ class SelfReplay:
         self.chunk = None
         if "chunk.ids" in state:
             self.chunk = Batch(state["chunk.ids"], state["chunk.attention"], state["chunk.loss"].bool())
+        self.chunk_logits = state.get("chunk.logits")
+        self.batch_logits = None  # set again by the next replay_batch
         self.buffer.load_state_dict(state, "buffer.")
         self.teacher = load_teacher(state, model)
+
+
+def teacher_logits_by_position(prompts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
+    """The sampling logits (n, new, V) placed where a forward over `prompt + sampled` rows puts them:
+    the logits predicting sampled token k of row i sit at position len(prompt_i) - 1 + k."""
+    n, new, vocab = logits.shape
+    width = max(len(p) for p in prompts) + new
+    placed = torch.zeros((n, width, vocab), dtype=logits.dtype)
+    for length in {len(p) for p in prompts}:
+        rows = torch.tensor([i for i, p in enumerate(prompts) if len(p) == length])
+        placed[rows, length - 1 : length - 1 + new] = logits[rows]
+    return placed
 
 
 def samples_batch(prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int) -> Batch:
