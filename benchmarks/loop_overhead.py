@@ -2,7 +2,7 @@
 
 Both train the same tiny-preset Llama (identical initialisation: same seed), on the same batches (the
 toy stream's "add" task, rows from `BatchSchedule`, cut by `EncodedSet.batch`), for the same steps,
-with AdamW (same lr, betas, weight decay), gradient clipping at 1.0 and the masked next-token
+with fused AdamW (same lr, betas, weight decay), gradient clipping at 1.0 and the masked next-token
 cross-entropy. The two alternate in one process (the order flips every repeat) after one untimed
 warm-up run of each.
 
@@ -114,7 +114,9 @@ class HandWritten:
         schedule = BatchSchedule(len(self.train), batch_size, self.seed, 0)
         losses, tokens = [], 0
         start = time.perf_counter()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=True
+        )
         for step in range(steps):
             batch = self.train.batch(schedule.rows(step), "sequence")
             ids = batch.input_ids

@@ -75,6 +75,31 @@ def run_cmd(
     print_runs(paths, console)
 
 
+@app.command("compare")
+def compare_cmd(
+    entries: Annotated[
+        list[str], typer.Argument(help="Configs, or methods on --base (e.g. ewc, self_replay+lora).")
+    ],
+    base: Annotated[str, typer.Option(help="The config method specs are applied to.")] = "toy_naive",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: train.lr=1e-4")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Where run directories go.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Runs trained at once (default: one per core on CPU).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+) -> None:
+    """Run several methods on one stream; write one table (AA, AIA, FGT, BWT, FWD, time, memory,
+    trainable parameters) and a plot."""
+    from lifelong.compare import compare, markdown
+
+    overrides = parse_set(set_ or [])
+    if output_dir:
+        overrides["output_dir"] = output_dir
+    out, rows = compare(entries, base, overrides, jobs, progress)
+    typer.echo(markdown(rows))
+    typer.echo(f"wrote {out}/compare.md, compare.csv, compare.json, compare.png")
+
+
 @app.command("report")
 def report_cmd(runs: Annotated[list[Path], typer.Argument(help="Run directories.")]) -> None:
     """Print the matrices and metrics of finished runs side by side."""

@@ -42,10 +42,25 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "tasks_done": progress.task,
         "trainable_params": progress.trainable_params,
         "total_params": progress.total_params,
+        "peak_memory_mb": round(peak_memory_mb(), 1),
     }
     write_json(run_dir.path / "summary.json", result)
     plot_curves(run_dir, task_names, run_dir.path / "curves.png")
     return result
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: allocated CUDA memory on a GPU, else the peak resident set (so a
+    run's own figure when it has a process to itself, as `lifelong compare` gives it)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 def matrix_csv(matrix: dict[str, Any]) -> str:

@@ -1,0 +1,123 @@
+"""`lifelong compare`: several methods on one stream, one table and one plot.
+
+Each entry is a config (a YAML file or a built-in name) or a method spec applied to a base config:
+`ewc`, or a composition such as `self_replay+lora`. Every run gets a process of its own (so its peak
+memory is its own), side by side on CPU as `lifelong run` does. The comparison goes to
+`<output_dir>/compare-<base>/`: `compare.md`, `compare.csv`, `compare.json` and `compare.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from lifelong.config import RunConfig, builtin_configs, load_config
+from lifelong.parallel import default_jobs, run_side_by_side
+from lifelong.run import atomic_write, write_json
+
+COLUMNS = ["AA", "AIA", "FGT", "BWT", "FWD", "train s", "eval s", "peak MB", "trainable params"]
+
+
+def is_config(entry: str) -> bool:
+    return entry.endswith((".yaml", ".yml")) or entry in builtin_configs()
+
+
+def build_configs(entries: list[str], base: str, overrides: dict[str, Any]) -> list[RunConfig]:
+    """One config per entry: configs as given, method specs on top of `base`."""
+    cfgs = []
+    for entry in entries:
+        if is_config(entry):
+            cfgs.append(load_config(entry, overrides))
+            continue
+        names = [name.strip() for name in entry.split("+")]
+        base_cfg = load_config(base, overrides)
+        methods = [{"name": name} for name in names]
+        cfgs.append(load_config(base, {**overrides, "methods": methods, "name": f"{base_cfg.name}-{entry}"}))
+    return cfgs
+
+
+def row(path: Path) -> dict[str, Any]:
+    result = json.loads((path / "summary.json").read_text())
+    m = result["metrics"]
+    return {
+        "run": path.name,
+        **{k: m.get(k) for k in COLUMNS[:5]},
+        "train s": result["train_seconds"],
+        "eval s": result["eval_seconds"],
+        "peak MB": result.get("peak_memory_mb"),
+        "trainable params": result.get("trainable_params"),
+    }
+
+
+def fmt(key: str, value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if key in ("BWT", "FWD"):
+        return f"{value:+.3f}"
+    if key in ("AA", "AIA", "FGT"):
+        return f"{value:.3f}"
+    if key == "trainable params":
+        return f"{value:,}"
+    return f"{value:.1f}"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines += ["| " + " | ".join([r["run"], *(fmt(k, r[k]) for k in COLUMNS)]) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(out: Path, rows: list[dict[str, Any]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "compare.md", markdown(rows))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["run", *COLUMNS])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "compare.csv", buf.getvalue())
+    write_json(out / "compare.json", rows)
+    plot(rows, out / "compare.png")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Average accuracy and forgetting of each run, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["run"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.1 * len(rows) + 3), 3.8))
+    for ax, key, title in (
+        (axes[0], "AA", "AA (higher is better)"),
+        (axes[1], "FGT", "FGT (lower is better)"),
+    ):
+        ax.bar(
+            range(len(rows)), [r[key] or 0.0 for r in rows], color="tab:blue" if key == "AA" else "tab:red"
+        )
+        ax.set_xticks(range(len(rows)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def compare(
+    entries: list[str], base: str, overrides: dict[str, Any], jobs: int | None, show_progress: bool
+) -> tuple[Path, list[dict[str, Any]]]:
+    cfgs = build_configs(entries, base, overrides)
+    paths = run_side_by_side(cfgs, jobs or default_jobs(len(cfgs)), show_progress)
+    rows = [row(path) for path in paths]
+    out = Path(cfgs[0].output_dir) / f"compare-{Path(base).stem}"
+    n = 1
+    while (out / "compare.md").exists():
+        n += 1
+        out = Path(cfgs[0].output_dir) / f"compare-{Path(base).stem}-{n}"
+    write_comparison(out, rows)
+    return out, rows
