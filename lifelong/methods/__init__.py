@@ -1,7 +1,9 @@
 """Continual-learning methods: one file each, registered by name. A run composes a list of them."""
 
 from lifelong.methods import (  # noqa: F401  (registration)
+    adapters,
     ewc,
+    expand,
     feature_reg,
     joint,
     l2,
@@ -12,6 +14,8 @@ from lifelong.methods import (  # noqa: F401  (registration)
     mole,
     naive,
     olora,
+    prefix_tuning,
+    prompt_tuning,
     replay,
     self_replay,
 )
