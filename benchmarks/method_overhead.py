@@ -46,6 +46,7 @@ METHODS: dict[str, dict] = {
     "lwf": {"name": "lwf"},
     "l2": {"name": "l2"},
     "feature_reg": {"name": "feature_reg"},
+    "olora": {"name": "olora", "train_base_on_first_task": True},
 }
 
 FISHER = {"seconds": 0.0, "calls": 0}  # time in diagonal_fisher during the current run
