@@ -27,15 +27,14 @@ def is_config(entry: str) -> bool:
 
 def build_configs(entries: list[str], base: str, overrides: dict[str, Any]) -> list[RunConfig]:
     """One config per entry: configs as given, method specs on top of `base`."""
-    cfgs = []
+    cfgs, base_name = [], None
     for entry in entries:
         if is_config(entry):
             cfgs.append(load_config(entry, overrides))
             continue
-        names = [name.strip() for name in entry.split("+")]
-        base_cfg = load_config(base, overrides)
-        methods = [{"name": name} for name in names]
-        cfgs.append(load_config(base, {**overrides, "methods": methods, "name": f"{base_cfg.name}-{entry}"}))
+        base_name = base_name or load_config(base, overrides).name
+        methods = [{"name": name.strip()} for name in entry.split("+")]
+        cfgs.append(load_config(base, {**overrides, "methods": methods, "name": f"{base_name}-{entry}"}))
     return cfgs
 
 
