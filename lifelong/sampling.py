@@ -7,8 +7,28 @@ from each row's first real token, so padding changes nothing. Sampling draws fro
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from transformers import DynamicCache
+
+# transformers 5.24 renamed the KV-cache keyword of `forward` from `past_key_values` to `cache`.
+CACHE_KEYWORDS = ("cache", "past_key_values")
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword this model's `forward` takes its KV cache by."""
+    params = inspect.signature(model.forward).parameters
+    return next((k for k in CACHE_KEYWORDS if k in params), "past_key_values")
+
+
+def cache_in(kwargs: dict[str, Any]) -> tuple[str, Any]:
+    """In a forward pre-hook's kwargs: the cache keyword used and the cache (None if absent)."""
+    key = next((k for k in CACHE_KEYWORDS if kwargs.get(k) is not None), None)
+    if key is None:
+        key = next((k for k in CACHE_KEYWORDS if k in kwargs), "past_key_values")
+    return key, kwargs.get(key)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +92,7 @@ def _generate_batch(
     device = next(model.parameters()).device
     ids, mask = (x.to(device) for x in left_pad(prompts, pad_id))
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
-    cache = DynamicCache()
+    cache, cache_key = DynamicCache(), cache_keyword(model)
     out_tokens = torch.full(
         (len(prompts), max_new_tokens),
         stop_id if stop_id is not None else pad_id,
@@ -88,8 +108,8 @@ def _generate_batch(
                 input_ids=step_ids,
                 attention_mask=mask,
                 position_ids=step_pos,
-                past_key_values=cache,
                 use_cache=True,
+                **{cache_key: cache},
             )
             .logits[:, -1]
             .float()

@@ -383,3 +383,17 @@ def test_lwf_forgets_less_than_naive_on_shared_inputs(tmp_path_factory):
         assert result.progress.matrix[0][0] >= 0.9 and result.progress.matrix[1][1] >= 0.9  # both learned
     assert fgt(naive) >= 0.3
     assert fgt(lwf) <= fgt(naive) - 0.3  # measured: 0.01 against 0.45
+
+
+@pytest.mark.parametrize("target", ["hidden", "logits"])
+def test_feature_reg_composes_with_prompt_tuning(tmp_path, target):
+    """Prompt tuning puts virtual tokens in front of the input: the feature term reads the input's
+    positions of the model and of its frozen copy, whatever the number of prompts in front."""
+    methods = [
+        {"name": "prompt_tuning", "progressive": True, "num_virtual_tokens": 2},
+        {"name": "feature_reg", "target": target, "coef": 1.0},
+    ]
+    data = small_config_dict(tmp_path, model=MODEL, train={"steps_per_task": 3}, methods=methods)
+    result = lifelong.run(parse_config(data), show_progress=False)
+    log = [line for line in (result.path / "train_log.jsonl").read_text().splitlines() if '"task": 1' in line]
+    assert log and all('"loss_feature_reg"' in line for line in log)

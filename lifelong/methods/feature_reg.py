@@ -84,11 +84,12 @@ class FeatureReg:
         rows, width = len(batch), batch.input_ids.shape[1]
         first = self.student_out[0]  # the task rows come first in the step's first forward
         assert first.shape[0] >= rows and first.shape[1] >= width, "the kept output is not the step's"
-        student = first[:rows, :width].float()  # (B, T, H)
+        # The last `width` positions are the input's: prompt tuning puts its virtual tokens in front.
+        student = first[:rows, -width:].float()  # (B, T, H)
         self.student_out.clear()
         with torch.no_grad():
             self.teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        teacher = self.teacher_out.pop().float()  # (B, T, H)
+        teacher = self.teacher_out.pop()[:, -width:].float()  # (B, T, H)
         self.teacher_out.clear()
         mask = batch.attention_mask.float()  # (B, T)
         mse = ((student - teacher) ** 2).mean(-1)  # (B, T)

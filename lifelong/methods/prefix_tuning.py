@@ -31,6 +31,7 @@ from transformers import DynamicCache
 
 from lifelong.methods.base import Compatibility, register
 from lifelong.methods.prompt_tuning import PromptOptions, PromptSelection, decoder, prompt_names
+from lifelong.sampling import cache_in
 
 
 class Prefixes(torch.nn.Module):
@@ -55,7 +56,7 @@ class Prefixes(torch.nn.Module):
         n = self.n * len(self.active)
         if n == 0:
             return None
-        cache = kwargs.get("past_key_values")
+        cache_key, cache = cache_in(kwargs)
         first = cache is None or cache.get_seq_length() == 0
         ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
         batch, width = (ids if ids is not None else embeds).shape[:2]
@@ -70,7 +71,7 @@ class Prefixes(torch.nn.Module):
                 cache.update(key.to(dtype), value.to(dtype), layer)
             if kwargs.get("position_ids") is None:
                 kwargs["position_ids"] = torch.arange(width, device=device).unsqueeze(0)  # (1, T)
-        kwargs.update(past_key_values=cache, attention_mask=mask)
+        kwargs.update({cache_key: cache, "attention_mask": mask})
         return args, kwargs
 
 

@@ -32,6 +32,7 @@ from peft.tuners.prompt_tuning import PromptEmbedding, PromptTuningInit
 from pydantic import Field
 
 from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.sampling import cache_in
 
 SHARED = "shared"  # the one prompt's name when not progressive
 
@@ -103,7 +104,7 @@ class Prompts(torch.nn.Module):
 
     def pre_hook(self, module, args, kwargs):
         n = self.n * len(self.active)
-        cache = kwargs.get("past_key_values")
+        _, cache = cache_in(kwargs)
         first = cache is None or cache.get_seq_length() == 0
         self.strip = n if first else 0
         if n == 0:
