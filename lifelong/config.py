@@ -53,7 +53,7 @@ class DataSource(_Strict):
 class TaskSpec(_Strict):
     name: str
     kind: Literal["text", "prompt_target"] = "prompt_target"
-    metric: Literal["exact_match", "accuracy", "loss"] | None = None  # default by kind
+    metric: Literal["exact_match", "accuracy", "loss", "chrf", "bleu", "entity_f1"] | None = None  # by kind
     token: str | None = None  # the token that starts every sequence; default "<name>"
     train: DataSource
     eval: DataSource | None = None
@@ -97,10 +97,12 @@ class StreamConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A tiny preset trained from scratch (`preset`) or a pretrained causal LM (`path`)."""
+    """A tiny preset trained from scratch (`preset`), a pretrained causal LM (`path`) or a model of
+    the local cache by name (`base`, written by `lifelong pretrain`)."""
 
     preset: str | None = "tiny"
     path: str | None = None  # hub id or local directory
+    base: str | None = None  # a model in the local cache (see `lifelong models`), e.g. en-tiny
     gguf_file: str | None = None  # a GGUF file inside `path`
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -109,10 +111,12 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
-        if self.path is not None:
+        if self.path is not None and self.base is not None:
+            raise ValueError("give a 'path' or a 'base', not both")
+        if self.path is not None or self.base is not None:
             self.preset = None
-        if self.preset is None and self.path is None:
-            raise ValueError("give a 'preset' or a 'path'")
+        if self.preset is None and self.path is None and self.base is None:
+            raise ValueError("give a 'preset', a 'path' or a 'base'")
         return self
 
 
@@ -230,7 +234,9 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
 
 def builtin_configs() -> list[str]:
     folder = resources.files("lifelong") / "configs"
-    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    # pretrain_*.yaml are `lifelong pretrain` configs (lifelong.pretrain.builtin_pretrain_configs)
+    names = (p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(n for n in names if not n.startswith("pretrain_"))
 
 
 def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -243,14 +249,19 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
         raise UserError(f"config {str(path_or_name)!r} not found (not a file nor a built-in: {known})")
     else:
         text = path.read_text()
+    data = parse_yaml(text, str(path_or_name))
+    return parse_config(apply_overrides(data, overrides or {}), source=str(path_or_name))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text parsed, or a one-line UserError naming the line."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "cannot parse"
-        raise UserError(f"malformed YAML in {path_or_name}{where}: {problem}") from None
-    return parse_config(apply_overrides(data, overrides or {}), source=str(path_or_name))
+        raise UserError(f"malformed YAML in {source}{where}: {problem}") from None
 
 
 def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:

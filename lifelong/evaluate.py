@@ -3,7 +3,9 @@
 Scores are "higher is better" everywhere:
 - exact_match: greedy generation (KV cache) of the target, compared token for token, eos included;
 - accuracy: the label with the highest log-likelihood among the task's labels;
-- loss: minus the mean next-token loss (nats per token) on the held-out text.
+- loss: minus the mean next-token loss (nats per token) on the held-out text;
+- chrf, bleu, entity_f1: greedy generation (KV cache, up to twice the longest target), decoded and
+  scored against the decoded targets (lifelong/scoring.py); a chrF task also reports BLEU.
 Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards.
 """
 
@@ -16,7 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.data.batching import EncodedStream, EncodedTask
+from lifelong.errors import UserError
 from lifelong.sampling import generate
+from lifelong.scoring import TEXT_METRICS
+
+# Scores computed from the same generations as a task's metric and reported next to it.
+ALSO_REPORTED = {"chrf": ("bleu",)}
 
 
 def no_route(task_index: int) -> AbstractContextManager[None]:
@@ -30,16 +37,18 @@ def evaluate_stream(
     batch_size: int = 512,
     max_examples: int | None = None,
     route: Callable[[int], AbstractContextManager[None]] = no_route,
+    details: dict[str, dict[str, float]] | None = None,
 ) -> list[float]:
     """The score of every task of the stream, in stream order. Task i is scored inside `route(i)`:
-    the methods' choice of weights for task i (e.g. its own adapter), restored afterwards."""
+    the methods' choice of weights for task i (e.g. its own adapter), restored afterwards. Scores
+    reported next to a task's own (ALSO_REPORTED) go to `details[task name]`."""
     was_training = model.training
     model.eval()
     scores = []
     try:
         for i, task in enumerate(stream.tasks):
             with route(i):
-                scores.append(evaluate_task(model, task, stream, batch_size, max_examples))
+                scores.append(evaluate_task(model, task, stream, batch_size, max_examples, details))
         return scores
     finally:
         model.train(was_training)
@@ -51,9 +60,15 @@ def evaluate_task(
     stream: EncodedStream,
     batch_size: int,
     max_examples: int | None,
+    details: dict[str, dict[str, float]] | None = None,
 ) -> float:
     n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
     prompts, targets = task.eval.prompts(n), task.eval.targets(n)
+    if task.metric in TEXT_METRICS:
+        scores = text_scores(model, prompts, targets, stream, batch_size, task.metric)
+        if details is not None and len(scores) > 1:
+            details[task.name] = scores
+        return scores[task.metric]
     if task.metric == "exact_match":
         return exact_match(model, prompts, targets, stream.pad_id, stream.eos_id, batch_size)
     if task.metric == "accuracy":
@@ -68,6 +83,27 @@ def exact_match(model, prompts, targets, pad_id: int, eos_id: int, batch_size: i
     out = generate(model, prompts, longest, pad_id, greedy=True, stop_id=eos_id, batch_size=batch_size)
     hits = [out[i, : len(t)].tolist() == t for i, t in enumerate(targets)]
     return sum(hits) / len(hits)
+
+
+def text_scores(
+    model, prompts, targets, stream: EncodedStream, batch_size: int, metric: str
+) -> dict[str, float]:
+    """Greedy generations decoded and scored by `metric` (and ALSO_REPORTED[metric])."""
+    budget = min(2 * max(len(t) for t in targets), stream.context_length - max(len(p) for p in prompts))
+    if budget < 1:
+        raise UserError("the prompts fill the model's context: no room left to generate an answer")
+    out = generate(
+        model, prompts, budget, stream.pad_id, greedy=True, stop_id=stream.eos_id, batch_size=batch_size
+    )
+    predictions = [stream.decode(until_eos(row, stream.eos_id)) for row in out.tolist()]
+    references = [stream.decode(until_eos(t, stream.eos_id)) for t in targets]
+    sources = [stream.decode(p[stream.prefix_len :]) for p in prompts]
+    names = (metric, *ALSO_REPORTED.get(metric, ()))
+    return {name: TEXT_METRICS[name](predictions, references, sources) for name in names}
+
+
+def until_eos(ids: list[int], eos_id: int) -> list[int]:
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 
 def choice_accuracy(model, prompts, targets, choices: list[list[int]], pad_id: int, batch_size: int) -> float:

@@ -19,6 +19,9 @@ METRIC_LABEL = {
     "exact_match": "exact match",
     "accuracy": "accuracy",
     "loss": "-loss (nats/token)",
+    "chrf": "chrF / 100",
+    "bleu": "BLEU / 100",
+    "entity_f1": "entity F1",
 }
 
 
@@ -32,6 +35,8 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "note": "rows[k][j]: score on task j after training tasks 0..k; baseline: initial model. "
         "Higher is better (loss-scored tasks hold minus the loss).",
     }
+    if also := also_reported(run_dir, task_names, len(progress.matrix)):
+        matrix["also_reported"] = also
     write_json(run_dir.path / "matrix.json", matrix)
     atomic_write(run_dir.path / "matrix.csv", matrix_csv(matrix))
     result = {
@@ -47,6 +52,22 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
     write_json(run_dir.path / "summary.json", result)
     plot_curves(run_dir, task_names, run_dir.path / "curves.png")
     return result
+
+
+def also_reported(run_dir: RunDir, task_names: list[str], n_rows: int) -> dict[str, dict[str, Any]]:
+    """Scores reported next to some tasks' own (BLEU next to chrF) as matrices of the same layout,
+    {score: {"baseline": [...], "rows": [[...]]}}, None where a task has no such score. Read from the
+    initial model's evaluation and each task's last (end-of-task) one."""
+    last = {e["task"]: e for e in run_dir.read_log("evals.jsonl")}
+    names = sorted({k for e in last.values() for scores in e.get("details", {}).values() for k in scores})
+
+    def row(task: int, score: str) -> list[float | None]:
+        details = last[task].get("details", {}) if task in last else {}
+        return [details.get(name, {}).get(score) for name in task_names]
+
+    return {
+        name: {"baseline": row(-1, name), "rows": [row(k, name) for k in range(n_rows)]} for name in names
+    }
 
 
 def peak_memory_mb() -> float:

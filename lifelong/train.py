@@ -263,12 +263,13 @@ class Trainer:
     def evaluate(self, task: int, step: int) -> list[float]:
         start = time.perf_counter()
         t = self.cfg.train
-        scores = evaluate_stream(self.raw, self.data, t.eval_batch_size, t.eval_examples, self.route)
+        details: dict[str, dict[str, float]] = {}
+        scores = evaluate_stream(self.raw, self.data, t.eval_batch_size, t.eval_examples, self.route, details)
         self.progress.eval_seconds += time.perf_counter() - start
         global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
         if self.accelerator.is_main_process:
             record = {"global_step": global_step, "task": task, "step": step, "scores": scores}
-            self.run_dir.append("evals.jsonl", record)
+            self.run_dir.append("evals.jsonl", record | ({"details": details} if details else {}))
         if self.cfg.tracking:
             named = {f"eval/{name}": score for name, score in zip(self.task_names, scores, strict=True)}
             self.accelerator.log(named, step=global_step)

@@ -7,6 +7,7 @@ prefix. Rows are stored right-padded in one tensor per split so that a batch is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -132,6 +133,8 @@ class EncodedStream:
     pad_id: int
     eos_id: int
     max_len: int  # longest row of any split
+    context_length: int  # the model's context (generation stops there)
+    decode: Callable[[list[int]], str]  # token ids -> text, special tokens skipped
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -148,7 +151,14 @@ def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
         raise UserError("two tasks share a task token: each task needs its own")
     tasks = [encode_task(task, tokenizer, max_length) for task in stream.tasks]
     max_len = max(max(t.train.ids.shape[1], t.eval.ids.shape[1]) for t in tasks)
-    return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len)
+    return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len, max_length, decoder(tokenizer))
+
+
+def decoder(tokenizer) -> Callable[[list[int]], str]:
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    return decode
 
 
 def task_prefix(tokenizer, token: str) -> list[int]:
