@@ -264,6 +264,29 @@ def parse_yaml(text: str, source: str) -> Any:
         raise UserError(f"malformed YAML in {source}{where}: {problem}") from None
 
 
+def method_list(spec: str) -> list[dict[str, Any]]:
+    """`self_replay+lora` -> [{"name": "self_replay"}, {"name": "lora"}]: methods composed by `+`."""
+    return [{"name": name.strip()} for name in spec.split("+")]
+
+
+def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """A run of a built-in stream with the model and training settings the stream suggests."""
+    from lifelong.data import builtin_streams
+
+    streams = builtin_streams()
+    if stream not in streams:
+        raise UserError(f"unknown stream {stream!r} (known: {', '.join(streams)})")
+    info = streams[stream]
+    data = {
+        "name": f"{stream}-{methods}",
+        "stream": {"builtin": stream},
+        "model": dict(info.model),
+        "train": dict(info.train),
+        "methods": method_list(methods),
+    }
+    return parse_config(apply_overrides(data, overrides or {}), source=f"stream {stream}")
+
+
 def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
     """Set dotted keys (`train.lr`) in a parsed YAML mapping, creating mappings on the way."""
     data = dict(data or {}) if isinstance(data, dict) or data is None else data

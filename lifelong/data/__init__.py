@@ -6,7 +6,8 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from lifelong.data.loaders import load_examples
 from lifelong.data.task import Example, Stream, Task
@@ -17,17 +18,65 @@ from lifelong.seeding import derive_seed
 if TYPE_CHECKING:
     from lifelong.config import StreamConfig, TaskSpec
 
-# name -> function(seed=..., **options) -> Stream
-BUILTIN_STREAMS: dict[str, Callable[..., Stream]] = {"toy": toy_stream}
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A built-in stream: its builder `make(seed=..., **options) -> Stream`, what `lifelong streams`
+    says of it, and the model and training settings `lifelong run --stream NAME` starts from."""
+
+    make: Callable[..., Stream]
+    source: str  # where the data comes from
+    task_format: str  # what one example looks like
+    metric: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+BUILTIN_STREAMS: dict[str, StreamInfo] = {}
+
+
+def register_stream(name: str, info: StreamInfo) -> None:
+    if name in BUILTIN_STREAMS:
+        raise ValueError(f"stream {name!r} is registered twice")
+    BUILTIN_STREAMS[name] = info
+
+
+register_stream(
+    "toy",
+    StreamInfo(
+        toy_stream,
+        source="generated digits",
+        task_format="[task] a <sep> b <eq> -> answer digits",
+        metric="exact_match",
+        model={"preset": "tiny", "max_length": 16},
+        train={
+            "steps_per_task": 500,
+            "batch_size": 128,
+            "lr": 3.0e-3,
+            "warmup_steps": 50,
+            "schedule": "cosine",
+            "eval_every": 100,
+            "eval_examples": 256,
+            "checkpoint_every": 250,
+        },
+    ),
+)
+
+
+def builtin_streams() -> dict[str, StreamInfo]:
+    """Every built-in stream: the toy stream and the scenarios of `lifelong.data.scenarios`."""
+    import lifelong.data.scenarios  # noqa: F401  (registers them)
+
+    return dict(BUILTIN_STREAMS)
 
 
 def build_stream(cfg: StreamConfig, seed: int) -> Stream:
     if cfg.tasks is not None:
         return Stream(cfg.name or "custom", [build_task(spec, seed) for spec in cfg.tasks])
-    if cfg.builtin not in BUILTIN_STREAMS:
-        known = ", ".join(BUILTIN_STREAMS)
-        raise UserError(f"unknown stream {cfg.builtin!r} (known: {known})")
-    make = BUILTIN_STREAMS[cfg.builtin]
+    streams = builtin_streams()
+    if cfg.builtin not in streams:
+        raise UserError(f"unknown stream {cfg.builtin!r} (known: {', '.join(streams)})")
+    make = streams[cfg.builtin].make
     accepted = set(inspect.signature(make).parameters) - {"seed"}
     unknown = sorted(set(cfg.options) - accepted)
     if unknown:
@@ -64,4 +113,15 @@ def split_examples(
     return train, [examples[i] for i in sorted(eval_idx)]
 
 
-__all__ = ["BUILTIN_STREAMS", "Example", "Stream", "Task", "build_stream", "build_task", "toy_stream"]
+__all__ = [
+    "BUILTIN_STREAMS",
+    "Example",
+    "Stream",
+    "StreamInfo",
+    "Task",
+    "build_stream",
+    "build_task",
+    "builtin_streams",
+    "register_stream",
+    "toy_stream",
+]

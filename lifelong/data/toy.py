@@ -99,8 +99,10 @@ def toy_stream(
     n_eval: int = 256,
     seed: int = 0,
 ) -> Stream:
-    """The digit stream. `modulus` defaults to 10**n_digits: with a larger modulus and few digits,
-    modular addition would be the same task as addition."""
+    """Four digit tasks: addition -> reversal -> sort -> modular addition.
+
+    `modulus` defaults to 10**n_digits: with a larger modulus and few digits, modular addition would be
+    the same task as addition."""
     if n_digits < 1:
         raise UserError("toy stream: n_digits must be at least 1")
     if modulus is not None and modulus < 2:

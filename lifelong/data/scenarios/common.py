@@ -1,0 +1,96 @@
+"""Small helpers shared by the scenario streams: deterministic splits and size caps."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TypeVar
+
+from lifelong.data.task import Example, Task
+from lifelong.errors import UserError
+from lifelong.seeding import derive_seed
+
+T = TypeVar("T")
+
+
+def shuffled(items: Sequence[T], seed: int, *parts: object) -> list[T]:
+    """A seeded permutation of `items` (the same for the same seed and parts, in every process)."""
+    out = list(items)
+    random.Random(derive_seed(seed, *parts)).shuffle(out)
+    return out
+
+
+def split(items: Sequence[T], n_eval: int, seed: int, *parts: object) -> tuple[list[T], list[T]]:
+    """(train, eval): a seeded shuffle, the first `n_eval` held out; no item is in both."""
+    order = shuffled(items, seed, "split", *parts)
+    if len(order) <= n_eval:
+        raise UserError(f"{'/'.join(map(str, parts))}: {len(order)} examples, too few to hold out {n_eval}")
+    return order[n_eval:], order[:n_eval]
+
+
+def cap_chars(docs: list[str], max_chars: int) -> list[str]:
+    """The first documents up to `max_chars` characters in all (the last one cut to fit)."""
+    out, total = [], 0
+    for doc in docs:
+        if total >= max_chars:
+            break
+        out.append(doc[: max_chars - total])
+        total += len(out[-1])
+    return out
+
+
+def text_task(name: str, docs: list[str], eval_chars: int, train_chars: int, seed: int, about: str) -> Task:
+    """A continual-pretraining task: documents split whole into held-out and training text."""
+    order = shuffled(docs, seed, "docs", name)
+    eval_docs, rest = [], 0
+    while order and rest < eval_chars:
+        eval_docs.append(order.pop())
+        rest += len(eval_docs[-1])
+    if not order:
+        raise UserError(f"task {name!r}: not enough text for {eval_chars} held-out characters")
+    return Task(
+        name=name,
+        kind="text",
+        train=[Example(d) for d in cap_chars(order, train_chars)],
+        eval=[Example(d) for d in cap_chars(eval_docs, eval_chars)],
+        metric="loss",
+        token=f"<{name}>",
+        description=about,
+    )
+
+
+def clip_words(text: str, max_words: int) -> str:
+    """`text` on one line, cut to its first `max_words` words."""
+    return " ".join(text.split()[:max_words])
+
+
+def labelled_task(
+    name: str,
+    rows: list[tuple[str, str]],
+    n_train: int,
+    n_eval: int,
+    seed: int,
+    about: str,
+    metric: str = "exact_match",
+) -> Task:
+    """A prompt -> label task with the same number of examples of every label (as many as the rarest
+    label allows, up to `n_train` + `n_eval` per label), held-out rows disjoint from training rows."""
+    by_label: dict[str, list[str]] = {}
+    for text, label in rows:
+        by_label.setdefault(label, []).append(text)
+    per_label = min(n_train + n_eval, *(len(set(texts)) for texts in by_label.values()))
+    n_eval_each = max(1, round(per_label * n_eval / (n_train + n_eval)))
+    train, eval_ = [], []
+    for label in sorted(by_label):
+        texts = shuffled(sorted(set(by_label[label])), seed, "label", name, label)[:per_label]
+        eval_ += [Example(t, label) for t in texts[:n_eval_each]]
+        train += [Example(t, label) for t in texts[n_eval_each:]]
+    return Task(
+        name=name,
+        kind="prompt_target",
+        train=shuffled(train, seed, "order", name),
+        eval=shuffled(eval_, seed, "order-eval", name),
+        metric=metric,
+        token=f"<{name}>",
+        description=about,
+    )

@@ -1,0 +1,87 @@
+"""Continual pretraining streams (next-token loss on raw text, scored by minus the held-out loss):
+vertical domains, a new language, and time. Each task is a corpus of `lifelong.data.sources`; its
+token is the corpus's dataset token (`<kjv>`, ...), the one `lifelong pretrain` marks its sequences
+with, so self-replay prompts a pretrained base's own distribution of that corpus."""
+
+from __future__ import annotations
+
+from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.scenarios.common import text_task
+from lifelong.data.sources import CORPORA, load_corpus
+from lifelong.errors import UserError
+
+# The model these streams start from (trained by `lifelong pretrain`, on KJV, WEB and Austen) and a
+# schedule that runs a stream of 2-4 tasks in a few minutes on a 2-core CPU.
+TEXT_MODEL = {"base": "en-tiny"}
+TEXT_TRAIN = {
+    "steps_per_task": 300,
+    "batch_size": 16,
+    "lr": 1.0e-3,
+    "warmup_steps": 30,
+    "schedule": "cosine",
+    "eval_every": 100,
+    "checkpoint_every": 150,
+}
+
+
+def corpus_stream(
+    name: str, corpora: list[str], train_chars: int, eval_chars: int, seed: int, about: str
+) -> Stream:
+    unknown = [c for c in corpora if c not in CORPORA]
+    if unknown:
+        raise UserError(
+            f"stream {name!r}: unknown corpus {unknown[0]!r} (known: {', '.join(sorted(CORPORA))})"
+        )
+    tasks = [
+        text_task(c, load_corpus(c), eval_chars, train_chars, seed, f"{about}: {CORPORA[c][1]}")
+        for c in corpora
+    ]
+    return Stream(name=name, tasks=tasks)
+
+
+def domains_stream(
+    corpora: list[str] | tuple[str, ...] = ("kjv", "austen", "speeches", "reviews"),
+    train_chars: int = 400_000,
+    eval_chars: int = 40_000,
+    seed: int = 0,
+) -> Stream:
+    """Vertical domains: scripture -> fiction -> political speech -> film reviews."""
+    return corpus_stream("domains", list(corpora), train_chars, eval_chars, seed, "domain")
+
+
+def language_stream(
+    corpora: list[str] | tuple[str, ...] = ("kjv", "rv1909"),
+    train_chars: int = 600_000,
+    eval_chars: int = 40_000,
+    seed: int = 0,
+) -> Stream:
+    """A new language: English (KJV) -> Spanish (Reina-Valera 1909), the same verses."""
+    return corpus_stream("language", list(corpora), train_chars, eval_chars, seed, "language")
+
+
+def temporal_stream(
+    corpora: list[str] | tuple[str, ...] = ("kjv", "web"),
+    train_chars: int = 600_000,
+    eval_chars: int = 40_000,
+    seed: int = 0,
+) -> Stream:
+    """Time: English of 1769 (KJV) -> modern English (World English Bible), the same text."""
+    return corpus_stream("temporal", list(corpora), train_chars, eval_chars, seed, "period")
+
+
+for _name, _make, _source in (
+    ("domains", domains_stream, "KJV, Jane Austen, US political speeches, film reviews"),
+    ("language", language_stream, "KJV (English) and Reina-Valera 1909 (Spanish)"),
+    ("temporal", temporal_stream, "KJV (1769) and the World English Bible"),
+):
+    register_stream(
+        _name,
+        StreamInfo(
+            _make,
+            source=_source,
+            task_format="[corpus] raw text (next-token loss)",
+            metric="loss",
+            model=TEXT_MODEL,
+            train=TEXT_TRAIN,
+        ),
+    )

