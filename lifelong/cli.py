@@ -39,9 +39,16 @@ def run_cmd(
         int | None,
         typer.Option(min=1, help="Runs trained at once, one process each (default: one per core on CPU)."),
     ] = None,
+    stream: Annotated[
+        str | None, typer.Option(help="A built-in stream (see `lifelong streams`) instead of configs.")
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="With --stream: a method, or methods composed with + (repeat for more runs)."),
+    ] = None,
 ) -> None:
     """Run each config (default: the toy stream with naive and self_replay) and compare them."""
-    from lifelong.config import load_config
+    from lifelong.config import load_config, stream_config
     from lifelong.parallel import default_jobs, run_side_by_side
     from lifelong.report import print_runs
     from lifelong.train import resume as resume_run
@@ -58,7 +65,14 @@ def run_cmd(
         result = resume_run(resume, cfg, show_progress=progress)
         print_runs([result.path], console)
         return
-    cfgs = [load_config(name, overrides) for name in configs or DEFAULT_JOB]
+    if stream is not None and configs:
+        raise UserError("give configs or --stream, not both")
+    if method and stream is None:
+        raise UserError("--method goes with --stream (or set methods in a config)")
+    if stream is not None:
+        cfgs = [stream_config(stream, spec, overrides) for spec in method or ["naive"]]
+    else:
+        cfgs = [load_config(name, overrides) for name in configs or DEFAULT_JOB]
     jobs = min(len(cfgs), jobs or default_jobs(len(cfgs)))
     for cfg in cfgs:
         console.print(
@@ -122,11 +136,12 @@ def methods_cmd() -> None:
 
 @app.command("streams")
 def streams_cmd() -> None:
-    """List the built-in streams."""
-    from lifelong.data import BUILTIN_STREAMS
+    """List the built-in streams: tasks, source, sizes, task format and metric."""
+    from lifelong.data import builtin_streams
+    from lifelong.report import describe_stream
 
-    for name, make in BUILTIN_STREAMS.items():
-        typer.echo(f"{name:14s} {(make.__doc__ or '').strip().splitlines()[0]}")
+    for name, info in builtin_streams().items():
+        typer.echo(describe_stream(name, info))
 
 
 @app.command("configs")
@@ -136,6 +151,51 @@ def configs_cmd() -> None:
 
     for name in builtin_configs():
         typer.echo(name)
+    from lifelong.pretrain import builtin_pretrain_configs
+
+    for name in builtin_pretrain_configs():
+        typer.echo(f"{name:14s} (lifelong pretrain {name})")
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    config: Annotated[str, typer.Argument(help="A YAML file or a built-in pretrain config.")] = "en-tiny",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: train.lr=1e-4")] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(help="The model cache (default: $LIFELONG_HOME/models or ~/.cache/lifelong/models)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train a BPE tokenizer and a base model on text corpora into the model cache (resumable)."""
+    import shlex
+
+    from lifelong.pretrain import Pretrainer, PretrainInterrupted, load_pretrain_config
+
+    trainer = Pretrainer(load_pretrain_config(config, parse_set(set_ or [])), cache_dir, progress)
+    typer.echo(trainer.summary())
+    try:
+        path = trainer.train()
+    except PretrainInterrupted as err:
+        again = ["lifelong", "pretrain", config, *(a for s in set_ or [] for a in ("--set", s))]
+        again += ["--cache-dir", str(cache_dir)] if cache_dir else []
+        msg = f"interrupted: checkpoint saved in {err}; continue with: {shlex.join(again)}"
+        err_console.print(msg, highlight=False, markup=False, soft_wrap=True)
+        sys.exit(130)
+    if not trainer.done:
+        typer.echo(f"wrote {path}")
+
+
+@app.command("models")
+def models_cmd(cache_dir: Annotated[Path | None, typer.Option(help="The model cache.")] = None) -> None:
+    """List the models in the local model cache (made by `lifelong pretrain`)."""
+    from lifelong.models import cache
+
+    typer.echo(f"model cache: {cache.cache_dir(cache_dir)}")
+    for model in cache.list_cached(cache_dir):
+        typer.echo(cache.describe(model))
+    for name in cache.list_unfinished(cache_dir):
+        typer.echo(f"{name:16s} unfinished: the same `lifelong pretrain` command resumes it")
 
 
 def main() -> None:

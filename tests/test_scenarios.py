@@ -122,3 +122,16 @@ def test_news_periods_hold_their_own_months():
     ]
     early, spring = (" ".join(e.prompt for e in t.train).lower() for t in stream.tasks[:2])
     assert early.count("coronavirus") < spring.count("coronavirus")
+
+
+def test_text_held_out_by_a_stream_is_never_pretraining_text():
+    """Streams and `lifelong pretrain` hold out the same documents of a corpus (`corpus_split`)."""
+    from lifelong.data.packing import split_documents
+    from lifelong.data.sources import corpus_split
+
+    stream = build("language")
+    pretrain_train, _ = split_documents("kjv", 0.02, seed=0)
+    stream_eval = {e.prompt for e in stream.tasks[0].eval}
+    held_out = set(corpus_split("kjv")[1])
+    assert stream_eval and all(any(doc.startswith(text) for doc in held_out) for text in stream_eval)
+    assert not {doc for doc in pretrain_train if any(doc.startswith(text) for text in stream_eval)}

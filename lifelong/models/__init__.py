@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from lifelong.errors import UserError
+from lifelong.models.cache import require_cached
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 
@@ -118,5 +119,6 @@ def load_for_run(cfg, stream) -> tuple[torch.nn.Module, PreTrainedTokenizerFast,
         tokenizer = build_tokenizer(stream.vocabulary, task_tokens)
         model = build_preset(cfg.preset, len(tokenizer), cfg.max_length, cfg.overrides)
         return model.to(getattr(torch, cfg.dtype)), tokenizer, cfg.max_length
-    model, tokenizer = load_pretrained(cfg.path, task_tokens, cfg.gguf_file, cfg.trust_remote_code, cfg.dtype)
+    path = cfg.path if cfg.base is None else str(require_cached(cfg.base))  # base: `lifelong pretrain`
+    model, tokenizer = load_pretrained(path, task_tokens, cfg.gguf_file, cfg.trust_remote_code, cfg.dtype)
     return model, tokenizer, context_length(model)

@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import TypeVar
 
+from lifelong.data.sources import corpus_split
 from lifelong.data.task import Example, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
@@ -39,20 +40,32 @@ def cap_chars(docs: list[str], max_chars: int) -> list[str]:
     return out
 
 
-def text_task(name: str, docs: list[str], eval_chars: int, train_chars: int, seed: int, about: str) -> Task:
-    """A continual-pretraining task: documents split whole into held-out and training text."""
-    order = shuffled(docs, seed, "docs", name)
-    eval_docs, rest = [], 0
-    while order and rest < eval_chars:
-        eval_docs.append(order.pop())
-        rest += len(eval_docs[-1])
-    if not order:
-        raise UserError(f"task {name!r}: not enough text for {eval_chars} held-out characters")
+def text_task(name: str, corpus: str, eval_chars: int, train_chars: int, seed: int, about: str) -> Task:
+    """A continual-pretraining task on a registered corpus: training text from the corpus's training
+    documents, held-out text from its held-out ones (`corpus_split`: never trained on, not even by
+    `lifelong pretrain`), each a seeded choice of whole documents up to the character budget."""
+    train_docs, held_docs = corpus_split(corpus)
+    return docs_task(name, train_docs, held_docs, eval_chars, train_chars, seed, about)
+
+
+def docs_task(
+    name: str,
+    train_docs: list[str],
+    eval_docs: list[str],
+    eval_chars: int,
+    train_chars: int,
+    seed: int,
+    about: str,
+) -> Task:
+    eval_docs = cap_chars(shuffled(eval_docs, seed, "eval-docs", name), eval_chars)
+    train_docs = cap_chars(shuffled(train_docs, seed, "docs", name), train_chars)
+    if not train_docs or not eval_docs:
+        raise UserError(f"task {name!r}: no text to train on or to hold out")
     return Task(
         name=name,
         kind="text",
-        train=[Example(d) for d in cap_chars(order, train_chars)],
-        eval=[Example(d) for d in cap_chars(eval_docs, eval_chars)],
+        train=[Example(d) for d in train_docs],
+        eval=[Example(d) for d in eval_docs],
         metric="loss",
         token=f"<{name}>",
         description=about,

@@ -6,8 +6,8 @@ with, so self-replay prompts a pretrained base's own distribution of that corpus
 from __future__ import annotations
 
 from lifelong.data import Stream, StreamInfo, register_stream
-from lifelong.data.scenarios.common import text_task
-from lifelong.data.sources import CORPORA, load_corpus
+from lifelong.data.scenarios.common import docs_task, split, text_task
+from lifelong.data.sources import CORPORA
 from lifelong.data.sources.scattertext import headlines
 from lifelong.errors import UserError
 
@@ -34,7 +34,7 @@ def corpus_stream(
             f"stream {name!r}: unknown corpus {unknown[0]!r} (known: {', '.join(sorted(CORPORA))})"
         )
     tasks = [
-        text_task(c, load_corpus(c), eval_chars, train_chars, seed, f"{about}: {CORPORA[c][1]}")
+        text_task(c, c, eval_chars, train_chars, seed, f"{about}: {CORPORA[c][1]}")
         for c in corpora
     ]
     return Stream(name=name, tasks=tasks)
@@ -87,7 +87,10 @@ def news_stream(
         if not docs:
             raise UserError(f"news stream: no headlines in period {period!r} (months as YYYY-MM..YYYY-MM)")
         name = f"news-{first}" if first == last else f"news-{first}-{last}"
-        tasks.append(text_task(name, docs, eval_chars, 10**9, seed, f"Guardian headlines {period}"))
+        train_docs, eval_docs = split(docs, max(1, len(docs) // 5), seed, "news", name)
+        tasks.append(
+            docs_task(name, train_docs, eval_docs, eval_chars, 10**9, seed, f"Guardian headlines {period}")
+        )
     return Stream(name="news", tasks=tasks)
 
 

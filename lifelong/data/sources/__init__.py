@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lifelong.errors import UserError
+from lifelong.seeding import derive_seed
 
 
 class SourceMissing(UserError):
@@ -54,6 +55,23 @@ def load_corpus(name: str) -> list[str]:
     if not docs:
         raise SourceBroken(f"corpus {name!r} is empty")
     return docs
+
+
+# One held-out set per corpus, the same for every seed, so that text held out by a stream was never
+# trained on by `lifelong pretrain` either (a base pretrained on KJV, then a KJV -> Spanish stream).
+HELD_OUT_PERCENT = 10
+
+
+def corpus_split(name: str) -> tuple[list[str], list[str]]:
+    """(training documents, held-out documents) of a registered corpus; which documents are held out
+    depends only on the corpus name and the document's position."""
+    docs = load_corpus(name)
+    held = [derive_seed(0, "held-out", name, i) % 100 < HELD_OUT_PERCENT for i in range(len(docs))]
+    if all(held) or not any(held):
+        raise SourceBroken(f"corpus {name!r} has too few documents ({len(docs)}) to hold some out")
+    return [d for d, h in zip(docs, held, strict=True) if not h], [
+        d for d, h in zip(docs, held, strict=True) if h
+    ]
 
 
 # Importing the source modules registers their corpora; they read no data until asked.

@@ -1,0 +1,110 @@
+"""The local model cache: base models written by `lifelong pretrain`, found again by name.
+
+    ~/.cache/lifelong/models/           the cache (or $LIFELONG_HOME/models, or --cache-dir DIR)
+      en-tiny/                          a finished model: a standard Hugging Face directory
+        config.json model.safetensors   (`from_pretrained` loads it) ...
+        tokenizer.json ...
+        pretrain.json                   how it was made: config, tokens seen, held-out loss, speed
+        train_log.jsonl evals.jsonl     the pretraining logs
+      en-tiny.work/                     an unfinished pretraining: checkpoints (removed when done)
+
+A run config names a cached model with `model: {base: en-tiny}`. A finished directory appears in one
+rename (it is written under a temporary name first), so a model in the cache is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from lifelong.errors import UserError
+
+HOME_ENV = "LIFELONG_HOME"  # the cache is $LIFELONG_HOME/models when set
+WORK_SUFFIX = ".work"  # <name>.work: checkpoints of an unfinished pretraining
+
+
+def cache_dir(override: str | Path | None = None) -> Path:
+    """The cache directory: `override` (--cache-dir), else $LIFELONG_HOME/models, else
+    ~/.cache/lifelong/models."""
+    if override is not None:
+        return Path(override).expanduser()
+    home = os.environ.get(HOME_ENV)
+    return (Path(home).expanduser() if home else Path.home() / ".cache" / "lifelong") / "models"
+
+
+def check_name(name: str) -> str:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name.endswith(WORK_SUFFIX):
+        raise ValueError(f"model name {name!r} must be a plain directory name (not ending in {WORK_SUFFIX})")
+    return name
+
+
+def model_dir(name: str, cache: str | Path | None = None) -> Path:
+    return cache_dir(cache) / name
+
+
+def work_dir(name: str, cache: str | Path | None = None) -> Path:
+    return cache_dir(cache) / f"{name}{WORK_SUFFIX}"
+
+
+def cached_model_path(name: str, cache: str | Path | None = None) -> Path | None:
+    """The directory of the finished model `name`, or None if the cache has none."""
+    path = model_dir(name, cache)
+    return path if (path / "config.json").is_file() else None
+
+
+def require_cached(name: str, cache: str | Path | None = None) -> Path:
+    """The finished model `name`, or a one-line UserError saying how to make it."""
+    path = cached_model_path(name, cache)
+    if path is not None:
+        return path
+    from lifelong.pretrain import builtin_pretrain_configs
+
+    builtin = name in builtin_pretrain_configs()
+    how = f"run: lifelong pretrain {name}" if builtin else "make it with `lifelong pretrain CONFIG`"
+    raise UserError(f"model {name!r} is not in the model cache {str(cache_dir(cache))!r}; {how}")
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    name: str
+    path: Path
+    params: int | None  # None when the model was not written by `lifelong pretrain`
+    tokens: int | None  # training tokens seen
+    held_out_loss: dict[str, float] | None  # final held-out loss per source (nats per token)
+
+
+def list_cached(cache: str | Path | None = None) -> list[CachedModel]:
+    """The finished models in the cache, by name."""
+    root = cache_dir(cache)
+    if not root.is_dir():
+        return []
+    out = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(".") or not (path / "config.json").is_file():
+            continue
+        info = {}
+        if (path / "pretrain.json").is_file():
+            info = json.loads((path / "pretrain.json").read_text())
+        out.append(
+            CachedModel(path.name, path, info.get("params"), info.get("tokens"), info.get("held_out_loss"))
+        )
+    return out
+
+
+def list_unfinished(cache: str | Path | None = None) -> list[str]:
+    """Names of pretrainings that were started and not finished (their work directory remains)."""
+    root = cache_dir(cache)
+    if not root.is_dir():
+        return []
+    return sorted(p.name.removesuffix(WORK_SUFFIX) for p in root.glob(f"*{WORK_SUFFIX}") if p.is_dir())
+
+
+def describe(model: CachedModel) -> str:
+    """One line of `lifelong models`: name, parameters, training tokens, held-out loss per source."""
+    if model.params is None:
+        return f"{model.name:16s} (not made by lifelong pretrain)"
+    held = " ".join(f"{k} {v:.3f}" for k, v in (model.held_out_loss or {}).items())
+    size = f"{model.params / 1e6:6.2f}M params {model.tokens / 1e6:8.2f}M tokens"
+    return f"{model.name:16s} {size}  held-out loss {held}"
