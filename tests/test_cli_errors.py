@@ -141,3 +141,46 @@ def test_adapter_methods_mixed(tmp_path, write_config, monkeypatch, capsys):
     path = write_config(small_config_dict(tmp_path, methods=["self_replay", "olora", "mole"]))
     code, err = run_cli(["run", str(path)], monkeypatch, capsys)
     assert_one_line_error(code, err, "methods", "olora and mole both add weights")
+
+
+# ------------------------------------------------------------------ data sources of the built-in streams
+
+
+@pytest.fixture
+def sword_root(tmp_path, monkeypatch):
+    """The SWORD module directory moved to an empty tmp dir (its parsed Bibles forgotten)."""
+    from lifelong.data.sources import sword
+
+    root = tmp_path / "ztext"
+    root.mkdir()
+    monkeypatch.setattr(sword, "SWORD_ROOT", root)
+    sword._read_bible.cache_clear()
+    yield root
+    sword._read_bible.cache_clear()
+
+
+def test_a_missing_data_package_names_it(tmp_path, sword_root, monkeypatch, capsys):
+    args = ["run", "--stream", "language", "--output-dir", str(tmp_path / "runs")]
+    code, err = run_cli(args, monkeypatch, capsys)
+    assert_one_line_error(code, err, "sword-text-kjv", "apt-get install")
+
+
+def test_a_corrupt_data_file_names_it(tmp_path, sword_root, monkeypatch, capsys):
+    from tests.test_sources import KJV_FIXTURE, write_ztext
+
+    module = write_ztext(sword_root / "engKJV2006eb", KJV_FIXTURE)
+    data = bytearray((module / "ot.bzz").read_bytes())
+    data[2:6] = b"\xff\x00\xff\x00"
+    (module / "ot.bzz").write_bytes(bytes(data))
+    args = ["run", "--stream", "language", "--output-dir", str(tmp_path / "runs")]
+    code, err = run_cli(args, monkeypatch, capsys)
+    assert_one_line_error(code, err, "ot.bzz", "corrupt")
+
+
+def test_an_empty_corpus_is_named(tmp_path, monkeypatch, capsys):
+    from lifelong.data import sources
+
+    monkeypatch.setitem(sources.CORPORA, "kjv", (lambda: [], "an emptied corpus"))
+    args = ["run", "--stream", "domains", "--output-dir", str(tmp_path / "runs")]
+    code, err = run_cli(args, monkeypatch, capsys)
+    assert_one_line_error(code, err, "corpus 'kjv' is empty")
