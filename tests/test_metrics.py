@@ -318,3 +318,20 @@ def test_summary_matches_functions_and_none_iff_k1(stream):
 def test_default_k_is_number_of_rows(stream):
     acc, base, _ = stream
     assert summary(acc, base) == summary(acc, base, acc.shape[0])
+
+
+def test_scores_at_target_interpolates_at_the_crossing():
+    from lifelong.report import scores_at_target
+
+    evals = [
+        {"global_step": 0, "task": -1, "scores": [-5.0, -9.0]},
+        {"global_step": 100, "task": 0, "scores": [-3.0, -8.0]},
+        {"global_step": 200, "task": 0, "scores": [-2.0, -8.0]},  # end of task 0
+        {"global_step": 300, "task": 1, "scores": [-2.5, -6.0]},
+        {"global_step": 400, "task": 1, "scores": [-3.0, -4.0]},
+    ]
+    at = scores_at_target(evals, task=1, target=-5.0)  # halfway between steps 300 and 400
+    assert at["global_step"] == 350 and at["scores"] == [-2.75, -5.0]
+    assert scores_at_target(evals, task=1, target=-3.0) is None  # never reached
+    assert scores_at_target(evals, task=1, target=-8.5)["global_step"] == 200  # reached at the start
+    assert scores_at_target(evals, task=0, target=-4.0)["scores"] == [-4.0, -8.5]

@@ -30,6 +30,9 @@ class StreamInfo:
     metric: str
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    # Data that is not installed with the package (a hub download, a local copy): `lifelong streams`
+    # then says this instead of building the stream, which could download gigabytes or wait on the hub.
+    needs: str = ""
 
 
 BUILTIN_STREAMS: dict[str, StreamInfo] = {}

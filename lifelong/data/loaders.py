@@ -36,7 +36,8 @@ def to_example(row: dict[str, Any], source: DataSource, kind: str, what: str) ->
     return Example(str(row[source.prompt_field]), str(row[source.target_field]))
 
 
-def read_file(path: Path, what: str) -> list[dict[str, Any]]:
+def read_file(path: Path, what: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows of a .jsonl, .json or .csv file; `columns` names the fields of a CSV without a header."""
     if not path.is_file():
         raise UserError(f"{what}: data file {str(path)!r} not found")
     suffix = path.suffix.lower()
@@ -47,7 +48,7 @@ def read_file(path: Path, what: str) -> list[dict[str, Any]]:
             elif suffix == ".json":
                 rows = json.load(f)
             elif suffix == ".csv":
-                rows = list(csv.DictReader(f))
+                rows = list(csv.DictReader(f, fieldnames=columns))
             else:
                 raise UserError(f"{what}: {str(path)!r} is not .jsonl, .json or .csv")
     except json.JSONDecodeError as err:
@@ -68,6 +69,11 @@ def _json_line(line: str, number: int, path: Path, what: str) -> Any:
 
 def read_hf(source: DataSource, what: str) -> list[dict[str, Any]]:
     """A split from the hub (needs network access) or from a local `save_to_disk` directory."""
+    return [dict(row) for row in open_hf(source, what)]
+
+
+def open_hf(source: DataSource, what: str) -> Any:
+    """The split as a `datasets.Dataset` (memory-mapped: rows are read only when asked for)."""
     import datasets
 
     try:
@@ -82,4 +88,4 @@ def read_hf(source: DataSource, what: str) -> list[dict[str, Any]]:
         raise UserError(
             f"{what}: cannot load dataset {source.hf!r} split {source.split!r}: {detail}"
         ) from None
-    return [dict(row) for row in data]
+    return data
