@@ -115,14 +115,30 @@ def compare_cmd(
 
 
 @app.command("report")
-def report_cmd(runs: Annotated[list[Path], typer.Argument(help="Run directories.")]) -> None:
+def report_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
+    at: Annotated[
+        str | None,
+        typer.Option(help="TASK=SCORE: every task's score when TASK first reaches SCORE (e.g. rv1909=-4.2)."),
+    ] = None,
+) -> None:
     """Print the matrices and metrics of finished runs side by side."""
-    from lifelong.report import print_runs
+    from lifelong.report import print_at_target, print_runs
 
     for path in runs:
         if not (path / "summary.json").is_file():
             raise UserError(f"{str(path)!r} has no results (summary.json): is the run finished?")
-    print_runs(runs)
+    if at is None:
+        print_runs(runs)
+        return
+    task, sep, value = at.partition("=")
+    try:
+        target = float(value)
+    except ValueError:
+        raise UserError(f"--at expects TASK=SCORE, e.g. rv1909=-4.2; got {at!r}") from None
+    if not sep:
+        raise UserError(f"--at expects TASK=SCORE, e.g. rv1909=-4.2; got {at!r}")
+    print_at_target(runs, task, target)
 
 
 @app.command("methods")

@@ -176,9 +176,51 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     console.print(metrics_table([(path.name, result) for path, _, result in loaded]))
 
 
+def scores_at_target(evals: list[dict[str, Any]], task: int, target: float) -> dict[str, Any] | None:
+    """Every task's score at the moment task `task`'s score first reaches `target` while it trains
+    (how the self-replay paper reads forgetting: at equal progress on the new task, not at equal
+    steps). Linear interpolation between the two evaluations around the crossing; None if the
+    target was never reached. Scores are higher-is-better (minus the loss for text tasks)."""
+    start = [e for e in evals if e["task"] == task - 1][-1:]  # the state the task starts from
+    curve = start + [e for e in evals if e["task"] == task]
+    if curve and curve[0]["scores"][task] >= target:
+        return {"global_step": curve[0]["global_step"], "scores": list(curve[0]["scores"])}
+    for before, after in zip(curve, curve[1:], strict=False):
+        lo, hi = before["scores"][task], after["scores"][task]
+        if hi >= target > lo:
+            w = (target - lo) / (hi - lo)
+            scores = [a + w * (b - a) for a, b in zip(before["scores"], after["scores"], strict=True)]
+            step = before["global_step"] + w * (after["global_step"] - before["global_step"])
+            return {"global_step": step, "scores": scores}
+    return None
+
+
+def print_at_target(paths: list[Path], task: str, target: float, console: Console | None = None) -> None:
+    """One row per run: every task's score when `task` first reached `target` (see scores_at_target)."""
+    from lifelong.errors import UserError
+
+    console = console or Console()
+    names = json.loads((paths[0] / "matrix.json").read_text())["tasks"]
+    if task not in names:
+        raise UserError(f"no task {task!r} in {str(paths[0])!r} (tasks: {', '.join(names)})")
+    table = Table(
+        title=f"Scores when {task} first reaches {target:g} (higher is better)", title_justify="left"
+    )
+    for column in ("run", "step", *names):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for path in paths:
+        at = scores_at_target(RunDir(path).read_log("evals.jsonl"), names.index(task), target)
+        if at is None:
+            table.add_row(path.name, "not reached", *("" for _ in names))
+        else:
+            table.add_row(path.name, f"{at['global_step']:.0f}", *(f"{v:.3f}" for v in at["scores"]))
+    console.print(table)
+
+
 def describe_stream(name: str, info) -> str:
     """A built-in stream in a few lines: what it is, its source, format and metric, and its tasks
-    with their sizes (built with seed 0 and the default options; the data must be installed)."""
+    with their sizes (built with seed 0 and the default options; the data must be installed). A stream
+    that `needs` data not installed with the package is described without being built."""
     from lifelong.errors import UserError
 
     doc = (info.make.__doc__ or "").strip().splitlines()[0]
@@ -187,6 +229,8 @@ def describe_stream(name: str, info) -> str:
         f"  source: {info.source}",
         f"  format: {info.task_format}; metric: {info.metric}",
     ]
+    if info.needs:
+        return "\n".join([*lines, f"  needs: {info.needs}"])
     try:
         stream = info.make(seed=0)
     except UserError as err:

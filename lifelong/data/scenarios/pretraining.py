@@ -33,10 +33,7 @@ def corpus_stream(
         raise UserError(
             f"stream {name!r}: unknown corpus {unknown[0]!r} (known: {', '.join(sorted(CORPORA))})"
         )
-    tasks = [
-        text_task(c, c, eval_chars, train_chars, seed, f"{about}: {CORPORA[c][1]}")
-        for c in corpora
-    ]
+    tasks = [text_task(c, c, eval_chars, train_chars, seed, f"{about}: {CORPORA[c][1]}") for c in corpora]
     return Stream(name=name, tasks=tasks)
 
 
