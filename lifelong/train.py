@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 import signal
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from lifelong.data import build_stream
 from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream
-from lifelong.methods import Forward, MethodContext, build_method, method_entry
+from lifelong.methods import Forward, MethodContext, build_method, method_entry, route_methods
 from lifelong.models import load_for_run
 from lifelong.report import write_results
 from lifelong.run import Progress, RunDir
@@ -119,6 +120,7 @@ class Trainer:
             cfg.train.batch_size,
             max_length,
             cfg.train.loss_on,
+            partial(route_methods, self.methods),
         )
         model.to(self.device)
         for method in self.methods:
@@ -275,13 +277,9 @@ class Trainer:
             self.accelerator.log(named, step=global_step)
         return scores
 
-    @contextmanager
-    def route(self, task_index: int):
+    def route(self, task_index: int) -> AbstractContextManager[None]:
         """Every method's weights for scoring task `task_index` (e.g. that task's adapter)."""
-        with ExitStack() as stack:
-            for method in self.methods:
-                stack.enter_context(method.route(task_index, self.raw))
-            yield
+        return route_methods(self.methods, task_index, self.raw)
 
     def log_step(self, t, step, terms, batch, extras, elapsed, bar, bar_task) -> None:
         tokens = int(batch.attention_mask.sum()) + sum(

@@ -148,12 +148,16 @@ def test_reservoir_buffer_is_a_uniform_sample_of_everything_offered():
     tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
     data = encode_stream(stream, tok, 16)
     buffer = ReservoirBuffer(200, generator(0, "test"))
-    for task in data.tasks:
-        buffer.add(task.train)
+    for i, task in enumerate(data.tasks):
+        buffer.add(task.train, i)
     assert len(buffer) == 200 and buffer.seen == 800
     first_tokens = torch.stack([row[0] for row in buffer.rows])
     share_task1 = (first_tokens == data.tasks[0].prefix[0]).float().mean().item()
     assert 0.35 < share_task1 < 0.65  # both tasks are represented about equally
+    batch, tasks = buffer.sample(32, data.prefix_len, data.pad_id, "sequence")
+    assert tasks == [
+        0 if row[0] == data.tasks[0].prefix[0] else 1 for row in batch.input_ids
+    ]  # each row's task
 
 
 def test_balanced_buffer_gives_each_task_an_equal_share_whatever_its_size():
@@ -163,8 +167,8 @@ def test_balanced_buffer_gives_each_task_an_equal_share_whatever_its_size():
     balanced = ReservoirBuffer(100, generator(0, "b"))
     proportional = ReservoirBuffer(100, generator(0, "p"), balanced=False)
     for buffer in (balanced, proportional):
-        for task in data.tasks:
-            buffer.add(task.train)
+        for i, task in enumerate(data.tasks):
+            buffer.add(task.train, i)
     assert len(balanced) == len(proportional) == 100
     assert balanced.tasks.count(0) == balanced.tasks.count(1) == 50
     assert proportional.tasks.count(1) < 20  # sort's 100 rows against addition's 2000

@@ -1,32 +1,40 @@
 """Adapter methods on stock PEFT do what they claim: the base (and earlier adapters) stay bit-identical,
 routed inference scores task i with adapter i, O-LoRA's overlap falls, MoLE's router mixes and learns,
-per-task adapters forget less than naive, a killed run resumes to the same numbers, and incompatible
-method lists are refused before any model loads."""
+per-task adapters forget less than naive, self-replay and LAMOL write each earlier task with its own
+adapter, a killed run resumes to the same numbers, and incompatible method lists are refused before
+any model loads."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from contextlib import nullcontext
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import lifelong
+import lifelong.methods.self_replay as self_replay_module
 from lifelong.config import parse_config
 from lifelong.data.batching import encode_stream
 from lifelong.data.toy import toy_stream
 from lifelong.errors import UserError
 from lifelong.evaluate import evaluate_stream
-from lifelong.methods import MethodContext, build_method
+from lifelong.methods import Forward, MethodContext, build_method
 from lifelong.methods.base import Compatibility, check_compatible
+from lifelong.methods.lamol import LamolConfig
 from lifelong.methods.lora_per_task import LoraPerTaskConfig
 from lifelong.methods.mole import MoleConfig
+from lifelong.methods.replay import replay_loss
+from lifelong.methods.self_replay import SelfReplayConfig, samples_batch, teacher_logits_by_position
 from lifelong.models import build_preset, build_tokenizer
 from lifelong.run import RunDir
-from lifelong.train import Trainer
+from lifelong.sampling import generate
+from lifelong.train import Trainer, next_token_loss
 from tests.conftest import small_config_dict
 from tests.test_methods import MODEL, STREAM, TRAIN, fgt, run_method
+from tests.test_methods_architecture import composed, nudge
 
 
 def trainer_for(tmp_path, methods, **changes) -> Trainer:
@@ -94,7 +102,7 @@ def test_routed_inference_scores_task_i_with_adapter_i(monkeypatch):
             routed_0 = model(input_ids=ids).logits
         with method.route(1, model):
             routed_1 = model(input_ids=ids).logits
-        with method.adapters.only([]):
+        with method.adapters.only([], model):
             base = model(input_ids=ids).logits
     assert torch.equal(routed_0, base) and not torch.allclose(routed_1, base)
 
@@ -109,6 +117,91 @@ def test_routed_inference_scores_task_i_with_adapter_i(monkeypatch):
     assert all(layer.active_adapters == ["task_1"] for layer in method.adapters.layers)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".task_1." in n for n in trainable)
+
+
+def test_self_replay_samples_and_distils_each_earlier_task_with_its_adapter(monkeypatch):
+    """At task 3, the samples of tasks 1 and 2 are drawn by pi with their own adapters (task 1's rows,
+    then task 2's, from the one generator), and pi's logits for the KL, kept from sampling or (too
+    large to keep) from a teacher forward, are the routed ones too."""
+    losses = {}
+    for limit in (2**26, 0):  # 0: nothing is kept, the teacher runs a forward over the replay rows
+        monkeypatch.setattr(self_replay_module, "MAX_CACHED_LOGITS", limit)
+        (lpt, replay), model, data, added = composed(
+            [LoraPerTaskConfig(), SelfReplayConfig(replay_fraction=0.5, refresh_every=2, loss="kl")],
+            tasks=("add", "reverse", "sort"),
+        )
+        lpt.before_task(2, model)  # pi is copied with task 3's adapter selected
+        nudge(added, scale=0.3)
+        replay.before_task(2, model)
+        pi, state = replay.teacher, replay.gen.get_state()
+        replay_rows = replay.replay_batch(2, 0, model).trimmed()
+        chunk = replay.chunk
+
+        gen = torch.Generator().set_state(state)
+        which = torch.randint(2, (len(chunk),), generator=gen).tolist()  # the prompts' tasks
+        new = chunk.input_ids.shape[1] - 1
+        tokens = torch.empty((len(chunk), new), dtype=torch.long)
+        logits = torch.empty((len(chunk), new, model.config.vocab_size))
+        for j in (0, 1):
+            rows = [i for i, w in enumerate(which) if w == j]
+            with lpt.route(j, pi):
+                tokens[rows], logits[rows] = generate(
+                    pi,
+                    [data.tasks[j].prefix] * len(rows),
+                    new,
+                    data.pad_id,
+                    greedy=False,
+                    generator=gen,
+                    return_logits=True,
+                )
+        prompts = [data.tasks[w].prefix for w in which]
+        assert 0 < sum(which) < len(which)  # both earlier tasks
+        assert torch.equal(
+            chunk.input_ids, samples_batch(prompts, tokens, data.eos_id, data.pad_id).input_ids
+        )
+        if limit:
+            assert torch.equal(replay.chunk_logits, teacher_logits_by_position(prompts, logits))
+
+        out = model(input_ids=replay_rows.input_ids, attention_mask=replay_rows.attention_mask).logits
+        view = Forward(replay_rows, out, *next_token_loss(out, replay_rows))
+        losses[limit] = replay.loss_terms(model, None, view)["replay_kl"]
+    torch.testing.assert_close(losses[2**26], losses[0], rtol=1e-4, atol=1e-6)
+    unrouted = replay_loss("kl", view, pi)  # every row read with pi's task-3 adapter
+    assert abs(unrouted.item() - losses[0].item()) > 1e-3
+
+
+def test_lamol_writes_each_earlier_task_with_its_adapter():
+    (lpt, lamol), model, data, added = composed(
+        [LoraPerTaskConfig(), LamolConfig(samples_per_task=6)], tasks=("add", "reverse", "sort")
+    )
+    lpt.before_task(2, model)
+    nudge(added, scale=0.3)
+    state = lamol.gen.get_state()
+    lamol.before_task(2, model)
+    prompts = [data.tasks[j].prefix for j in (0, 1) for _ in range(6)]
+    new = min(data.max_len, 16) - 1
+
+    def by_hand(route):
+        gen = torch.Generator().set_state(state)
+        parts = []
+        for j in (0, 1):
+            with route(j):
+                parts.append(
+                    generate(
+                        model,
+                        prompts[6 * j : 6 * j + 6],
+                        new,
+                        data.pad_id,
+                        greedy=False,
+                        generator=gen,
+                        stop_id=data.eos_id,
+                    )
+                )
+        return samples_batch(prompts, torch.cat(parts), data.eos_id, data.pad_id).input_ids
+
+    assert torch.equal(lamol.pool.input_ids, by_hand(lambda j: lpt.route(j, model)))
+    assert not torch.equal(lamol.pool.input_ids, by_hand(lambda j: nullcontext()))  # task 3's adapter
+    assert all(layer.active_adapters == ["task_2"] for layer in lpt.adapters.layers)  # restored
 
 
 def test_olora_overlap_falls_during_training(tmp_path):
@@ -158,8 +251,12 @@ def test_lora_per_task_forgets_less_than_naive(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "methods",
-    [["lora_per_task"], [{"name": "self_replay", "loss": "kl", "refresh_every": 3}, "lora"]],
-    ids=["lora_per_task", "self_replay+lora"],
+    [
+        ["lora_per_task"],
+        [{"name": "self_replay", "loss": "kl", "refresh_every": 3}, "lora"],
+        [{"name": "self_replay", "loss": "kl", "refresh_every": 3}, "lora_per_task"],
+    ],
+    ids=["lora_per_task", "self_replay+lora", "self_replay+lora_per_task"],
 )
 @pytest.mark.parametrize("tag", ["after-task-001", "task-002-step-0000002"])
 def test_resume_of_an_adapter_run_matches(tmp_path, methods, tag):

@@ -1,13 +1,16 @@
 """Architecture methods do what they claim: prompts and prefixes (progressive: earlier ones kept
 bit-identical), bottleneck adapters and block expansion leave the model's outputs unchanged when they
 are inserted and the frozen weights bit-identical when trained, KV-cache generation still matches a
-no-cache greedy decode, expansion forgets less than naive, a killed run resumes to the same numbers,
-and incompatible method lists are refused."""
+no-cache greedy decode, expansion forgets less than naive, routing a copy of the model (self-replay's
+pi) switches the copy alone and self-replay samples an earlier task with that task's weights, a killed
+run resumes to the same numbers, and incompatible method lists are refused."""
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+from functools import partial
 
 import pytest
 import torch
@@ -18,12 +21,14 @@ from lifelong.config import parse_config
 from lifelong.data.batching import encode_stream
 from lifelong.data.toy import toy_stream
 from lifelong.errors import UserError
-from lifelong.methods import MethodContext, build_method
+from lifelong.methods import MethodContext, build_method, route_methods
 from lifelong.methods.adapters import AdaptersConfig
 from lifelong.methods.base import method_entry
 from lifelong.methods.expand import ExpandConfig
+from lifelong.methods.lora_per_task import LoraPerTaskConfig
 from lifelong.methods.prefix_tuning import PrefixTuningConfig
 from lifelong.methods.prompt_tuning import PromptTuningConfig
+from lifelong.methods.self_replay import SelfReplayConfig, samples_batch
 from lifelong.models import build_preset, build_tokenizer
 from lifelong.run import RunDir
 from lifelong.sampling import generate
@@ -216,6 +221,77 @@ def test_expand_forgets_less_than_naive(tmp_path_factory):
     assert fgt(expand) <= fgt(naive) - 0.5  # routed: task 1 scored by the model it was trained as
 
 
+# ------------------------------------------------------- routing a copy (self-replay's pi)
+
+ROUTED = {
+    "lora_per_task": LoraPerTaskConfig(),
+    "prompt_tuning": PromptTuningConfig(progressive=True, num_virtual_tokens=3),
+    "prefix_tuning": PrefixTuningConfig(progressive=True, num_virtual_tokens=3),
+    "adapters": AdaptersConfig(),
+    "expand": ExpandConfig(),
+}
+
+
+def composed(cfgs, tasks=("add", "reverse")):
+    """Methods set up in list order on a tiny model, with the run's route as `Trainer` builds it; also
+    the parameters the methods added (adapters, prompts, blocks)."""
+    model, data = tiny_model(tasks)
+    stream = toy_stream(tasks=list(tasks), n_digits=1, n_eval=10, seed=0)
+    tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
+    methods = [build_method(cfg) for cfg in cfgs]
+    ctx = MethodContext(data, tok, torch.device("cpu"), 0, 8, 16, "sequence", partial(route_methods, methods))
+    base = {id(p) for p in model.parameters()}
+    for method in methods:
+        model = method.setup(model, ctx)
+    return methods, model, data, [p for p in model.parameters() if id(p) not in base]
+
+
+@pytest.mark.parametrize("cfg", ROUTED.values(), ids=ROUTED.keys())
+def test_route_on_a_copy_switches_the_copy_and_leaves_the_model_alone(cfg):
+    (method,), model, data, added = composed([cfg])
+    method.before_task(1, model)
+    nudge(added, scale=0.3)  # every task's weights differ
+    batch = rows(data)
+    trained = logits_of(model, batch)
+    with method.route(0, model):
+        routed = logits_of(model, batch)
+    assert not torch.allclose(routed, trained)
+    pi = copy.deepcopy(model)
+    grads = [p.requires_grad for p in pi.parameters()]
+    with method.route(0, pi):
+        assert torch.equal(logits_of(pi, batch), routed)
+        assert torch.equal(logits_of(model, batch), trained)  # the model keeps task 1's selection
+    assert torch.equal(logits_of(pi, batch), trained)  # restored
+    assert [p.requires_grad for p in pi.parameters()] == grads
+    with method.route(0, model):  # and the other way round
+        assert torch.equal(logits_of(pi, batch), trained)
+
+
+@pytest.mark.parametrize("cfg", ROUTED.values(), ids=ROUTED.keys())
+def test_self_replay_samples_an_earlier_task_with_its_weights(cfg):
+    """While task 1 trains, the samples of task 0 are what pi draws inside route(0), not what it draws
+    with task 1's weights (the same generator state)."""
+    (method, replay), model, data, added = composed([cfg, SelfReplayConfig(replay_fraction=0.5)])
+    method.before_task(1, model)  # pi is copied with task 1's weights selected
+    nudge(added, scale=0.3)
+    replay.before_task(1, model)
+    pi, state = replay.teacher, replay.gen.get_state()
+    chunk = replay.sample_chunk(1)  # 4 rows x 25 steps, all of task 0
+    prompts = [data.tasks[0].prefix] * len(chunk)
+
+    def by_hand(task):
+        gen = torch.Generator().set_state(state)
+        torch.randint(1, (len(prompts),), generator=gen)  # the choice of prompts (one earlier task)
+        with replay.ctx.route(task, pi):
+            out = generate(
+                pi, prompts, chunk.input_ids.shape[1] - 1, data.pad_id, greedy=False, generator=gen
+            )
+        return samples_batch(prompts, out, data.eos_id, data.pad_id).input_ids
+
+    assert torch.equal(chunk.input_ids, by_hand(0))
+    assert not torch.equal(chunk.input_ids, by_hand(1))
+
+
 # ------------------------------------------------------------------------------- resume
 
 
@@ -227,8 +303,16 @@ def test_expand_forgets_less_than_naive(tmp_path_factory):
         [{"name": "prefix_tuning", "progressive": True}],
         [{"name": "adapters"}],
         [{"name": "self_replay", "loss": "kl", "refresh_every": 3}, {"name": "prompt_tuning"}],
+        [{"name": "self_replay", "refresh_every": 3}, {"name": "prompt_tuning", "progressive": True}],
     ],
-    ids=["expand", "prompt_tuning", "prefix_tuning", "adapters", "self_replay+prompt_tuning"],
+    ids=[
+        "expand",
+        "prompt_tuning",
+        "prefix_tuning",
+        "adapters",
+        "self_replay+prompt_tuning",
+        "self_replay+progressive",
+    ],
 )
 def test_a_killed_run_resumes_mid_task_to_the_same_numbers(tmp_path, methods):
     train = {"checkpoint_every": 2, "reset_optimizer": False}

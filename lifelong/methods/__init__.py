@@ -29,6 +29,7 @@ from lifelong.methods.base import (
     method_entry,
     register,
     registered,
+    route_methods,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "method_entry",
     "register",
     "registered",
+    "route_methods",
 ]

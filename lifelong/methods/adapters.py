@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Compatibility, Located, MethodConfig, register
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
 
@@ -98,6 +98,7 @@ class Adapters:
                 sublayer.bottleneck = adapters
                 sublayer.register_forward_hook(adapters.hook)
                 self.sites.append(adapters)
+        self.located = Located(model, self.sites)  # the same sites in a copy of the model
         self.params = {n: [p for s in self.sites for p in s.adapters[n].parameters()] for n in self.names}
         own = {id(p) for ps in self.params.values() for p in ps}
         self.base = [p for p in model.parameters() if id(p) not in own]
@@ -119,15 +120,17 @@ class Adapters:
             p.requires_grad_(base_trains)
 
     @contextmanager
-    def only(self, task_index: int):
-        """Score task `task_index` with its own adapter, then restore the training selection."""
-        saved = [site.active for site in self.sites]
-        for site in self.sites:
+    def only(self, task_index: int, model: torch.nn.Module):
+        """Score task `task_index` with its own adapter in `model` (the model set up, or a copy of it),
+        then restore the adapter that was active."""
+        sites = self.located(model)
+        saved = [site.active for site in sites]
+        for site in sites:
             site.active = self.name(task_index)
         try:
             yield
         finally:
-            for site, active in zip(self.sites, saved, strict=True):
+            for site, active in zip(sites, saved, strict=True):
                 site.active = active
 
     def train_examples(self, task_index, stream):
@@ -147,7 +150,7 @@ class Adapters:
         pass
 
     def route(self, task_index, model):
-        return self.only(task_index) if self.cfg.per_task else nullcontext()
+        return self.only(task_index, model) if self.cfg.per_task else nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task}

@@ -9,7 +9,9 @@ Do not inherit implementation from another method: copy what you need (see STYLE
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -64,9 +66,19 @@ def check_compatible(methods: list[tuple[str, Compatibility]]) -> str | None:
     return None
 
 
+# A run's route (`MethodContext.route`): the context in which `model` is task `task_index`'s model.
+Route = Callable[[int, torch.nn.Module], AbstractContextManager[None]]
+
+
+def no_route(task_index: int, model: torch.nn.Module) -> AbstractContextManager[None]:
+    """The route of a run whose methods select no weights per task."""
+    return nullcontext()
+
+
 @dataclass
 class MethodContext:
-    """What `setup` receives: the encoded stream, the tokenizer, the device and the run's seed."""
+    """What `setup` receives: the encoded stream, the tokenizer, the device and the run's seed, and the
+    run's `route`."""
 
     stream: EncodedStream
     tokenizer: Any
@@ -75,6 +87,9 @@ class MethodContext:
     batch_size: int
     max_length: int
     loss_on: str  # "sequence" or "target": which tokens of a row the loss reads
+    # Every method's `route(task_index, model)` of the run (`route_methods`), on the model being trained
+    # or a copy of it: self-replay samples task j from its frozen copy inside `route(j, copy)`.
+    route: Route = no_route
 
 
 @dataclass
@@ -121,14 +136,55 @@ class Method(Protocol):
         """Called when a task's last step is done, before the task's evaluation."""
 
     def route(self, task_index: int, model: torch.nn.Module) -> AbstractContextManager[None]:
-        """A context in which evaluation scores task `task_index` (e.g. with that task's adapter);
-        leaving it restores the training setup. No-op: `return nullcontext()`."""
+        """A context in which `model` (the model set up, or a copy of it) scores task `task_index`
+        (e.g. with that task's adapter); leaving it restores what was selected. No-op: `return
+        nullcontext()` (`switches` reads that as "routes nothing")."""
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and JSON scalars needed to resume mid-task; never pickled."""
 
     def load_state_dict(self, state: dict[str, Any], model: torch.nn.Module) -> None:
         """Restore `state_dict()`; `model` is the (already restored) model being trained."""
+
+
+def route_methods(
+    methods: list[Method], task_index: int, model: torch.nn.Module
+) -> AbstractContextManager[None]:
+    """Every method's `route(task_index, model)`, entered in list order; `nullcontext()` when none of
+    them selects anything for that task."""
+    contexts = [c for m in methods if switches(c := m.route(task_index, model))]
+    return entered(contexts) if contexts else nullcontext()
+
+
+@contextmanager
+def entered(contexts: list[AbstractContextManager[None]]) -> Iterator[None]:
+    with ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
+        yield
+
+
+def switches(route: AbstractContextManager[None]) -> bool:
+    """Whether a route selects weights: the protocol's no-op is `nullcontext()`."""
+    return not isinstance(route, nullcontext)
+
+
+class Located:
+    """Modules a method switches (its adapters, its prompt store), found in any model of the run's
+    structure: the model the method was set up on, or a copy of it (self-replay's frozen pi). Their
+    names are read once, at setup; in another model they are looked up by name once, and cached by
+    model (weakly: a dropped copy leaves nothing behind)."""
+
+    def __init__(self, model: torch.nn.Module, modules: list[torch.nn.Module]):
+        names = {id(m): name for name, m in model.named_modules()}
+        self.names = [names[id(m)] for m in modules]
+        self.found = weakref.WeakKeyDictionary({model: list(modules)})
+
+    def __call__(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        """The modules in `model`, in the order given at setup."""
+        if model not in self.found:
+            self.found[model] = [model.get_submodule(name) for name in self.names]
+        return self.found[model]
 
 
 @dataclass(frozen=True)

@@ -106,11 +106,12 @@ class Expand:
         pairs = self.blocks.get(task_index, []) if task_index is not None else sum(self.blocks.values(), [])
         return [idx for idx, _ in pairs]
 
-    def switch(self, upto: int) -> None:
-        """Blocks of tasks <= `upto` in the forward, later tasks' passed through (with `all`: every one)."""
+    def switch(self, upto: int, layers: torch.nn.ModuleList) -> None:
+        """Blocks of tasks <= `upto` in the forward, later tasks' passed through (with `all`: every one);
+        `layers`: the stack of the model set up, or of a copy of it."""
         for task, pairs in self.blocks.items():
             for idx, _ in pairs:
-                self.layers[idx].expand_on = self.cfg.inference == "all" or task <= upto
+                layers[idx].expand_on = self.cfg.inference == "all" or task <= upto
 
     def select(self, task_index: int) -> None:
         """Task `task_index`'s blocks alone trainable (with the base on the first task, if asked)."""
@@ -121,7 +122,7 @@ class Expand:
             self.layers[idx].requires_grad_(False)
         for idx in self.new_indices(task_index):
             self.layers[idx].requires_grad_(True)
-        self.switch(task_index)
+        self.switch(task_index, self.layers)
 
     def train_examples(self, task_index, stream):
         return None
@@ -143,17 +144,20 @@ class Expand:
         pass
 
     @contextmanager
-    def scored_as(self, task_index: int):
-        saved = [self.layers[idx].expand_on for idx in self.new_indices()]
-        self.switch(task_index)
+    def scored_as(self, task_index: int, model: torch.nn.Module):
+        """Task `task_index`'s blocks in `model` (the model set up, or a copy: the same stack), then the
+        blocks that were on."""
+        layers = model.base_model.layers
+        saved = [layers[idx].expand_on for idx in self.new_indices()]
+        self.switch(task_index, layers)
         try:
             yield
         finally:
             for idx, on in zip(self.new_indices(), saved, strict=True):
-                self.layers[idx].expand_on = on
+                layers[idx].expand_on = on
 
     def route(self, task_index, model):
-        return self.scored_as(task_index) if self.cfg.inference == "routed" else nullcontext()
+        return self.scored_as(task_index, model) if self.cfg.inference == "routed" else nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task}

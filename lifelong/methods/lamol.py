@@ -6,7 +6,9 @@ prompted by that task's prefix (its token), by ancestral sampling at `temperatur
 first eos, as self-replay's samples are. The pool stays fixed for the whole task (self_replay instead
 samples from a frozen copy and refreshes in chunks). Each step draws `round(replay_fraction *
 batch_size)` rows of the pool uniformly, trained with the next-token loss weighted by `coef`. The
-pool and the generator are saved in checkpoints, so a resumed run replays the same rows.
+pool and the generator are saved in checkpoints, so a resumed run replays the same rows. Next to a
+method that routes per task (`lora_per_task`, progressive prompts, ...), task j's rows are written
+inside the run's `route(j, model)`, with the weights task j is scored with.
 
 Train with the loss on the whole sequence (`train.loss_on: sequence`, the default), so that the model
 learns to write its tasks' inputs as well as their answers.
@@ -23,8 +25,7 @@ from pydantic import Field
 from lifelong.data.batching import Batch
 from lifelong.methods.base import Compatibility, MethodConfig, register
 from lifelong.methods.replay import replay_rows
-from lifelong.methods.self_replay import samples_batch
-from lifelong.sampling import generate
+from lifelong.methods.self_replay import generate_routed, samples_batch
 from lifelong.seeding import generator
 
 
@@ -62,18 +63,20 @@ class Lamol:
         tasks = torch.arange(task_index).repeat_interleave(self.cfg.samples_per_task)  # (N,)
         prompts = [stream.tasks[int(t)].prefix for t in tasks]
         width = min(stream.max_len, self.ctx.max_length)
-        out = generate(
+        out, _ = generate_routed(  # task j's rows written with task j's weights (e.g. its adapter)
             model,
             prompts,
+            tasks.tolist(),
+            self.ctx.route,
             width - max(len(p) for p in prompts),
             stream.pad_id,
-            greedy=False,
             temperature=self.cfg.temperature,
             generator=self.gen,
             stop_id=stream.eos_id,  # rows are cut after their first eos anyway
             batch_size=self.cfg.sample_batch_size,
-        ).cpu()  # (N, new)
-        self.pool, self.pool_tasks = samples_batch(prompts, out, stream.eos_id, stream.pad_id), tasks
+        )
+        pool = samples_batch(prompts, out.cpu(), stream.eos_id, stream.pad_id)  # out: (N, new)
+        self.pool, self.pool_tasks = pool, tasks
 
     def replay_batch(self, task_index, step, model):
         if self.pool is None:

@@ -20,7 +20,7 @@ from peft.tuners.lora import LoraLayer
 from pydantic import Field
 
 from lifelong.errors import UserError
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Compatibility, Located, MethodConfig, register
 
 # The attention and MLP projections of a Llama block (and of most decoder-only models on the hub).
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -57,12 +57,14 @@ class Adapters:
     """The LoRA adapters of a model by name: which are active in the forward, which train.
 
     The parameters of each adapter and of the base are collected once here, so selecting is a loop over
-    lists, never a scan of parameter names.
+    lists, never a scan of parameter names. `only` also routes a copy of the model (its layers found
+    once by name, `Located`).
     """
 
     def __init__(self, model: torch.nn.Module, names: list[str]):
         self.names = names
         self.layers: list[LoraLayer] = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        self.located = Located(model, self.layers)
         self.params = {
             n: [
                 p for layer in self.layers for m in (layer.lora_A[n], layer.lora_B[n]) for p in m.parameters()
@@ -86,15 +88,20 @@ class Adapters:
         self.selection = (list(active), list(trainable), base_trains)
 
     @contextmanager
-    def only(self, active: list[str]):
-        """Score with `active` adapters, then restore the training selection."""
-        saved = self.selection
-        for layer in self.layers:
+    def only(self, active: list[str], model: torch.nn.Module):
+        """Score with `active` adapters in `model` (the model set up, or a copy of it), then restore its
+        adapters as they were, active and trainable (PEFT's `set_adapter` also sets requires_grad)."""
+        layers = self.located(model)
+        saved = [(list(a.active_adapters), [p.requires_grad for p in a.parameters()]) for a in layers]
+        for layer in layers:
             layer.set_adapter(active)
         try:
             yield
         finally:
-            self.select(*saved)
+            for layer, (names, trainable) in zip(layers, saved, strict=True):
+                layer.set_adapter(names)
+                for p, flag in zip(layer.parameters(), trainable, strict=True):
+                    p.requires_grad_(flag)
 
     def lora_A(self, name: str) -> list[torch.Tensor]:
         """The down-projection weight of adapter `name` in every adapted layer: (r, in_features) each."""

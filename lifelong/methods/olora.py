@@ -83,7 +83,7 @@ class OLora:
     def route(self, task_index, model):
         if self.cfg.inference == "merged":
             return nullcontext()
-        return self.adapters.only([self.names[task_index]])
+        return self.adapters.only([self.names[task_index]], model)
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task}

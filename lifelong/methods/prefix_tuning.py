@@ -126,7 +126,7 @@ class PrefixTuning:
         pass
 
     def route(self, task_index, model):
-        return self.selection.only(task_index) if self.cfg.progressive else nullcontext()
+        return self.selection.only(task_index, model) if self.cfg.progressive else nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task}

@@ -31,7 +31,7 @@ from peft import PromptTuningConfig as PeftPromptTuningConfig
 from peft.tuners.prompt_tuning import PromptEmbedding, PromptTuningInit
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Compatibility, Located, MethodConfig, register
 from lifelong.sampling import cache_in
 
 SHARED = "shared"  # the one prompt's name when not progressive
@@ -55,10 +55,12 @@ class PromptSelection:
     """Which prompts are in the forward (`store.active`, newest first) and which train.
 
     `store` is the module holding one PEFT prompt module per name (`store.prompts[name]`); its
-    parameters and the base's are collected once, so selecting is a loop over lists."""
+    parameters and the base's are collected once, so selecting is a loop over lists. `only` also routes
+    a copy of the model (its store found once by name, `Located`)."""
 
     def __init__(self, model: torch.nn.Module, store: torch.nn.Module, progressive: bool):
         self.store, self.progressive = store, progressive
+        self.located = Located(model, [store])
         self.names = list(store.prompts)
         self.params = {n: list(store.prompts[n].parameters()) for n in self.names}
         own = {id(p) for p in store.parameters()}
@@ -80,14 +82,16 @@ class PromptSelection:
         self.task = task_index
 
     @contextmanager
-    def only(self, task_index: int):
-        """Score task `task_index` with its prompts, then restore the training selection."""
-        saved = self.store.active
-        self.store.active = self.active(task_index)
+    def only(self, task_index: int, model: torch.nn.Module):
+        """Score task `task_index` with its prompts in `model` (the model set up, or a copy of it), then
+        restore the prompts that were active."""
+        (store,) = self.located(model)
+        saved = store.active
+        store.active = self.active(task_index)
         try:
             yield
         finally:
-            self.store.active = saved
+            store.active = saved
 
 
 class Prompts(torch.nn.Module):
@@ -196,7 +200,7 @@ class PromptTuning:
         pass
 
     def route(self, task_index, model):
-        return self.selection.only(task_index) if self.cfg.progressive else nullcontext()
+        return self.selection.only(task_index, model) if self.cfg.progressive else nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"task": self.task}

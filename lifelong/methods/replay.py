@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from lifelong.data.batching import Batch, EncodedSet
-from lifelong.methods.base import Compatibility, Forward, MethodConfig, register
+from lifelong.methods.base import Compatibility, Forward, MethodConfig, Route, no_route, register, switches
 from lifelong.seeding import generator
 
 
@@ -32,16 +32,15 @@ class ReservoirBuffer:
         self.capacity, self.gen, self.balanced, self.seen = capacity, gen, balanced, 0
         self.rows: list[torch.Tensor] = []  # 1-D token ids
         self.starts: list[int] = []  # target start of each row
-        self.tasks: list[int] = []  # which `add` call (task) each row came from
+        self.tasks: list[int] = []  # the task each row came from
         self._packed: EncodedSet | None = None  # rows as one tensor, rebuilt after `add`
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, data: EncodedSet) -> None:
-        """Offer one task's rows."""
+    def add(self, data: EncodedSet, task: int) -> None:
+        """Offer the rows of task `task` (tasks are offered in stream order, each once)."""
         self._packed = None
-        task = max(self.tasks, default=-1) + 1
         if self.balanced:
             self._add_balanced(data, task)
             return
@@ -77,11 +76,12 @@ class ReservoirBuffer:
         self.starts.append(int(data.target_start[i]))
         self.tasks.append(task)
 
-    def sample(self, n: int, prefix_len: int, pad_id: int, loss_on: str) -> Batch:
+    def sample(self, n: int, prefix_len: int, pad_id: int, loss_on: str) -> tuple[Batch, list[int]]:
+        """`n` rows drawn uniformly, and the task each came from."""
         picks = torch.randint(len(self.rows), (n,), generator=self.gen)
         if self._packed is None:
             self._packed = self.as_set(prefix_len, pad_id)
-        return self._packed.batch(picks, loss_on)
+        return self._packed.batch(picks, loss_on), [self.tasks[i] for i in picks.tolist()]
 
     def as_set(self, prefix_len: int, pad_id: int) -> EncodedSet:
         width = max(len(r) for r in self.rows)
@@ -122,17 +122,40 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def replay_loss(
-    kind: str, replay: Forward, teacher: torch.nn.Module | None, temperature: float = 1.0
+    kind: str,
+    replay: Forward,
+    teacher: torch.nn.Module | None,
+    temperature: float = 1.0,
+    tasks: list[int] | None = None,
+    route: Route = no_route,
 ) -> torch.Tensor:
     """`ntp`: mean next-token loss on the replay rows; `kl`: mean KL(teacher || model) per position,
-    at `temperature` (knowledge distillation: both distributions softened, the KL scaled by T^2)."""
+    at `temperature` (knowledge distillation: both distributions softened, the KL scaled by T^2), the
+    teacher reading the rows of task `tasks[i]` inside `route(tasks[i], teacher)`."""
     if kind == "ntp":
         return replay.mean_loss()
     assert teacher is not None, "the KL replay loss needs a teacher"
-    batch = replay.batch
     with torch.no_grad():
-        t_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        t_logits = routed_logits(teacher, replay.batch, tasks, route)
     return distill_kl(t_logits, replay.logits, replay.mask, temperature)
+
+
+def routed_logits(
+    model: torch.nn.Module, batch: Batch, tasks: list[int] | None, route: Route
+) -> torch.Tensor:
+    """`model`'s logits over `batch`, (B, T, V), the rows of task j computed inside `route(j, model)`
+    (e.g. with task j's adapter); one forward over every row when no task's route switches weights."""
+    groups = sorted(set(tasks or []))
+    if not any(switches(route(j, model)) for j in groups):
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logits = None
+    for j in groups:
+        rows = torch.tensor([i for i, t in enumerate(tasks) if t == j], device=batch.input_ids.device)
+        with route(j, model):
+            part = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows]).logits
+        logits = part.new_empty((len(batch), *part.shape[1:])) if logits is None else logits
+        logits[rows] = part  # (rows, T, V)
+    return logits
 
 
 def distill_kl(
@@ -181,6 +204,7 @@ class Replay:
     def __init__(self, cfg: ReplayConfig):
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
+        self.tasks: list[int] = []  # the task of each replay row of this step (the teacher's route)
 
     def setup(self, model, ctx):
         self.ctx = ctx
@@ -201,16 +225,20 @@ class Replay:
         if not len(self.buffer):
             return None
         stream = self.ctx.stream
-        return self.buffer.sample(self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on)
+        batch, self.tasks = self.buffer.sample(
+            self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on
+        )
+        return batch
 
     def loss_terms(self, model, task, replay):
         if replay is None:
             return {}
-        loss = replay_loss(self.cfg.loss, replay, self.teacher, self.cfg.kl_temperature)
+        t = self.cfg.kl_temperature
+        loss = replay_loss(self.cfg.loss, replay, self.teacher, t, self.tasks, self.ctx.route)
         return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
-        self.buffer.add(self.ctx.stream.tasks[task_index].train)
+        self.buffer.add(self.ctx.stream.tasks[task_index].train, task_index)
         self.teacher = None
 
     def route(self, task_index, model):

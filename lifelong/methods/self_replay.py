@@ -5,6 +5,11 @@ ancestral sampling (temperature 1, no top-k/top-p, full length: no stop at eos),
 token of an earlier task, and refreshed in chunks as training goes. The replay loss is `ntp` (next-
 token loss on the samples) or `kl` (KL(pi || model) over the sample positions), weighted by `coef`.
 With `source: stored`, real examples from a reservoir buffer take the samples' place, same path.
+
+Next to a method that routes per task (`lora_per_task`, progressive prompts, ...), pi is routed as
+evaluation routes the model: the samples of task j are drawn, and pi's logits over the rows of task j
+computed, inside the run's `route(j, pi)` (task j's adapter, prompts or blocks), the tasks one after
+the other; the bos rows of `include_base` inside the route of the newest task pi was trained on.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pydantic import Field, model_validator
 
 from lifelong.data.batching import Batch
 from lifelong.errors import UserError
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Compatibility, MethodConfig, Route, register, switches
 from lifelong.methods.replay import (
     ReservoirBuffer,
     check_kl_temperature,
@@ -67,7 +72,9 @@ class SelfReplay:
         self.teacher: torch.nn.Module | None = None
         self.chunk: Batch | None = None  # samples not yet served
         self.chunk_logits: torch.Tensor | None = None  # (n, T, V) pi's logits over the chunk, for kl
+        self.chunk_tasks: torch.Tensor | None = None  # (n,) long: the task whose route each row took
         self.batch_logits: torch.Tensor | None = None  # those of the rows served at this step
+        self.batch_tasks: list[int] | None = None  # and their tasks (also of stored rows)
         self.served = 0  # rows of the chunk already used
 
     def setup(self, model, ctx):
@@ -91,6 +98,10 @@ class SelfReplay:
         earlier = [t.prefix for t in self.ctx.stream.tasks[:task_index]]
         return earlier + ([self.base_prompt] if self.base_prompt else [])
 
+    def prompt_tasks(self, task_index: int) -> list[int]:
+        """The task whose route samples each prompt: its own; bos: the newest task pi was trained on."""
+        return list(range(task_index)) + ([max(task_index - 1, 0)] if self.base_prompt else [])
+
     def before_task(self, task_index, model) -> None:
         self.chunk, self.served = None, 0
         has_old = self.prompts(task_index) if self.cfg.source == "samples" else len(self.buffer)
@@ -102,7 +113,10 @@ class SelfReplay:
         if self.cfg.source == "stored":
             if not len(self.buffer):
                 return None
-            return self.buffer.sample(self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on)
+            batch, self.batch_tasks = self.buffer.sample(
+                self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on
+            )
+            return batch
         if self.teacher is None:
             return None
         if self.chunk is None or self.served >= len(self.chunk):
@@ -110,6 +124,7 @@ class SelfReplay:
         rows = slice(self.served, self.served + self.n_rows)
         self.served += self.n_rows
         self.batch_logits = None if self.chunk_logits is None else self.chunk_logits[rows]
+        self.batch_tasks = None if self.chunk_tasks is None else self.chunk_tasks[rows].tolist()
         return self.chunk.select(rows)
 
     def sample_chunk(self, task_index: int) -> Batch:
@@ -118,22 +133,25 @@ class SelfReplay:
         n = self.n_rows * self.cfg.refresh_every
         which = torch.randint(len(prompts), (n,), generator=self.gen, device=self.gen.device).tolist()
         chosen = [prompts[i] for i in which]
+        prompt_tasks = self.prompt_tasks(task_index)
+        tasks = [prompt_tasks[i] for i in which]
         width = min(stream.max_len, self.ctx.max_length)
         new = width - max(len(p) for p in chosen)
         keep_logits = self.cfg.loss == "kl" and n * width * self.vocab_size <= MAX_CACHED_LOGITS
-        out = generate(
+        tokens, logits = generate_routed(
             self.teacher,
             chosen,
+            tasks,
+            self.ctx.route,
             new,
             stream.pad_id,
-            greedy=False,
             temperature=self.cfg.temperature,
             generator=self.gen,
             batch_size=self.cfg.sample_batch_size,
             return_logits=keep_logits,
         )
-        tokens, logits = out if keep_logits else (out, None)
         self.chunk_logits = None if logits is None else teacher_logits_by_position(chosen, logits.cpu())
+        self.chunk_tasks = torch.tensor(tasks)
         return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id)
 
     def loss_terms(self, model, task, replay):
@@ -143,13 +161,15 @@ class SelfReplay:
             t_logits = self.batch_logits[:, : replay.logits.shape[1]].to(replay.logits.device)
             loss = distill_kl(t_logits, replay.logits, replay.mask, self.cfg.kl_temperature)
         else:
-            loss = replay_loss(self.cfg.loss, replay, self.teacher, self.cfg.kl_temperature)
+            t = self.cfg.kl_temperature
+            loss = replay_loss(self.cfg.loss, replay, self.teacher, t, self.batch_tasks, self.ctx.route)
         return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
         if self.cfg.source == "stored":
-            self.buffer.add(self.ctx.stream.tasks[task_index].train)
+            self.buffer.add(self.ctx.stream.tasks[task_index].train, task_index)
         self.teacher, self.chunk, self.chunk_logits, self.batch_logits = None, None, None, None
+        self.chunk_tasks, self.batch_tasks = None, None
 
     def route(self, task_index, model):
         return nullcontext()
@@ -162,6 +182,8 @@ class SelfReplay:
             )
         if self.chunk_logits is not None:
             state["chunk.logits"] = self.chunk_logits
+        if self.chunk_tasks is not None:
+            state["chunk.tasks"] = self.chunk_tasks
         return state | self.buffer.state_dict("buffer.") | teacher_state(self.teacher)
 
     def load_state_dict(self, state: dict[str, Any], model) -> None:
@@ -171,9 +193,58 @@ class SelfReplay:
         if "chunk.ids" in state:
             self.chunk = Batch(state["chunk.ids"], state["chunk.attention"], state["chunk.loss"].bool())
         self.chunk_logits = state.get("chunk.logits")
-        self.batch_logits = None  # set again by the next replay_batch
+        self.chunk_tasks = state.get("chunk.tasks")
+        self.batch_logits, self.batch_tasks = None, None  # set again by the next replay_batch
         self.buffer.load_state_dict(state, "buffer.")
         self.teacher = load_teacher(state, model)
+
+
+def generate_routed(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    tasks: list[int],
+    route: Route,
+    max_new_tokens: int,
+    pad_id: int,
+    *,
+    return_logits: bool = False,
+    **sampling: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sampled continuations of `prompts` (N, max_new_tokens), and with `return_logits` the logits that
+    drew them (N, max_new_tokens, V) (else None), the rows of task `tasks[i]` drawn inside
+    `route(tasks[i], model)`: the tasks in increasing order, each task's rows in their order, from the
+    one generator, so the draws are fixed by the seed. When no task's route switches weights: one pass
+    over every row, exactly `generate`. `sampling`: `generate`'s other keywords."""
+
+    def draw(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = generate(
+            model, rows, max_new_tokens, pad_id, greedy=False, return_logits=return_logits, **sampling
+        )
+        return out if return_logits else (out, None)
+
+    groups = sorted(set(tasks))
+    if not any(switches(route(j, model)) for j in groups):
+        return draw(prompts)
+    tokens, logits = None, None
+    for j in groups:
+        rows = [i for i, t in enumerate(tasks) if t == j]
+        with route(j, model):
+            part, part_logits = draw([prompts[i] for i in rows])
+        at = torch.tensor(rows, device=part.device)
+        tokens = place(tokens, at, part, len(prompts))  # (N, new)
+        logits = place(logits, at, part_logits, len(prompts))  # (N, new, V)
+    return tokens, logits
+
+
+def place(
+    full: torch.Tensor | None, rows: torch.Tensor, part: torch.Tensor | None, n: int
+) -> torch.Tensor | None:
+    """`part` written at `rows` of `full`, a tensor of n rows made like `part` on first use."""
+    if part is None:
+        return None
+    full = part.new_empty((n, *part.shape[1:])) if full is None else full
+    full[rows] = part
+    return full
 
 
 def teacher_logits_by_position(prompts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
