@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lifelong.config import RunConfig, builtin_configs, load_config, method_list
+from lifelong.config import RunConfig, builtin_configs, load_config, method_list, run_name
 from lifelong.parallel import default_jobs, run_side_by_side
 from lifelong.run import atomic_write, write_json
 
@@ -34,7 +34,7 @@ def build_configs(entries: list[str], base: str, overrides: dict[str, Any]) -> l
             continue
         base_name = base_name or load_config(base, overrides).name
         methods = method_list(entry)
-        cfgs.append(load_config(base, {**overrides, "methods": methods, "name": f"{base_name}-{entry}"}))
+        cfgs.append(load_config(base, {**overrides, "methods": methods, "name": run_name(base_name, entry)}))
     return cfgs
 
 

@@ -265,8 +265,25 @@ def parse_yaml(text: str, source: str) -> Any:
 
 
 def method_list(spec: str) -> list[dict[str, Any]]:
-    """`self_replay+lora` -> [{"name": "self_replay"}, {"name": "lora"}]: methods composed by `+`."""
-    return [{"name": name.strip()} for name in spec.split("+")]
+    """Methods composed by `+`, each with options after colons (values read as YAML scalars):
+    `self_replay:loss=kl:coef=10+lora` -> [{"name": "self_replay", "loss": "kl", "coef": 10},
+    {"name": "lora"}]."""
+    methods = []
+    for part in spec.split("+"):
+        name, *options = part.strip().split(":")
+        method: dict[str, Any] = {"name": name.strip()}
+        for option in options:
+            key, sep, value = option.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"method {part!r}: options are written name:key=value, got {option!r}")
+            method[key.strip()] = yaml.safe_load(value)
+        methods.append(method)
+    return methods
+
+
+def run_name(*parts: str) -> str:
+    """A run directory name from a stream/config name and a method spec (colons become dashes)."""
+    return "-".join(parts).replace(":", "-")
 
 
 def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -278,7 +295,7 @@ def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any]
         raise UserError(f"unknown stream {stream!r} (known: {', '.join(streams)})")
     info = streams[stream]
     data = {
-        "name": f"{stream}-{methods}",
+        "name": run_name(stream, methods),
         "stream": {"builtin": stream},
         "model": dict(info.model),
         "train": dict(info.train),

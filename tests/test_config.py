@@ -319,3 +319,26 @@ def test_invalid_values_raise_one_line_user_error(bad, good):
 def test_unknown_key_with_newline_still_one_line():
     msg = user_error({"train": {"a\nb": 1}})
     assert "\n" not in msg
+
+
+def test_method_specs_compose_with_options():
+    from lifelong.config import method_list, run_name, stream_config
+
+    assert method_list("self_replay:loss=kl:coef=10+lora") == [
+        {"name": "self_replay", "loss": "kl", "coef": 10},
+        {"name": "lora"},
+    ]
+    assert method_list("naive") == [{"name": "naive"}]
+    assert run_name("language", "self_replay:loss=kl") == "language-self_replay-loss=kl"
+    cfg = stream_config("toy", "self_replay:loss=kl:replay_fraction=0.5")
+    assert cfg.methods[0].loss == "kl" and cfg.methods[0].replay_fraction == 0.5
+    with pytest.raises(UserError, match="name:key=value"):
+        method_list("self_replay:kl")
+
+
+@given(st.dictionaries(st.sampled_from(["coef", "replay_fraction", "refresh_every"]), st.integers(1, 99)))
+def test_method_spec_options_round_trip(options):
+    from lifelong.config import method_list
+
+    spec = "self_replay" + "".join(f":{k}={v}" for k, v in options.items())
+    assert method_list(spec) == [{"name": "self_replay", **options}]
