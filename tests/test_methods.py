@@ -183,6 +183,17 @@ def test_balanced_buffer_gives_each_task_an_equal_share_whatever_its_size():
 
 
 def test_joint_trains_on_the_union_of_tasks_so_far():
-    method, _, data = tiny_setup(JointConfig())
+    method, _, data = tiny_setup(JointConfig(balanced=False))
     assert len(method.train_examples(0, data)) == len(data.tasks[0].train)
     assert len(method.train_examples(1, data)) == len(data.tasks[0].train) + len(data.tasks[1].train)
+
+
+def test_balanced_joint_gives_every_task_an_equal_share():
+    method, _, data = tiny_setup(JointConfig())
+    sizes = [len(t.train) for t in data.tasks[:2]]
+    union = method.train_examples(1, data)
+    assert len(union) == 2 * max(sizes)
+    small = min(range(2), key=lambda i: sizes[i])
+    token = data.tasks[small].train.prefix_len - 1  # the column of the task token
+    small_token = data.tasks[small].train.ids[0, token]
+    assert int((union.ids[:, token] == small_token).sum()) == max(sizes)  # repeated up to the largest

@@ -1,16 +1,25 @@
-"""Joint training: at task k, train on the union of tasks 1..k. The multitask upper bound."""
+"""Joint training: at task k, train on the union of tasks 1..k. The multitask upper bound.
+
+With `balanced: true` (the default) every task seen so far fills an equal share of the batches: the
+rows of smaller tasks are repeated up to the largest task's count (in the toy stream, 100 reversal
+rows next to 9,744 addition rows would otherwise be 1% of each batch). `balanced: false` draws
+uniformly from the union, so tasks are seen in proportion to their size.
+"""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from typing import Any, Literal
 
-from lifelong.data.batching import cat_sets
+import torch
+
+from lifelong.data.batching import EncodedSet, cat_sets
 from lifelong.methods.base import Compatibility, MethodConfig, register
 
 
 class JointConfig(MethodConfig):
     name: Literal["joint"] = "joint"
+    balanced: bool = True  # an equal share of every batch per task (small tasks' rows repeated)
 
 
 class Joint:
@@ -23,7 +32,11 @@ class Joint:
         return model
 
     def train_examples(self, task_index, stream):
-        return cat_sets([t.train for t in stream.tasks[: task_index + 1]], stream.pad_id)
+        sets = [t.train for t in stream.tasks[: task_index + 1]]
+        if self.cfg.balanced:
+            largest = max(len(s) for s in sets)
+            sets = [repeated(s, largest) for s in sets]
+        return cat_sets(sets, stream.pad_id)
 
     def before_task(self, task_index, model) -> None:
         pass
@@ -45,6 +58,12 @@ class Joint:
 
     def load_state_dict(self, state: dict[str, Any], model) -> None:
         pass
+
+
+def repeated(rows: EncodedSet, n: int) -> EncodedSet:
+    """The rows repeated in order to `n` rows (cut in the last round)."""
+    idx = torch.arange(n) % len(rows)  # (n,)
+    return EncodedSet(rows.ids[idx], rows.lengths[idx], rows.target_start[idx], rows.prefix_len)
 
 
 register("joint", JointConfig, Joint, "multitask upper bound: trains on every task seen so far")
