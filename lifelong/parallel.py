@@ -75,7 +75,8 @@ def steps_done(path: Path) -> int:
     log = path / "train_log.jsonl"
     if not log.is_file():
         return 0
-    lines = log.read_bytes().splitlines()
+    data = log.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].splitlines()  # complete lines: a worker may be mid-write
     return json.loads(lines[-1])["global_step"] if lines else 0
 
 

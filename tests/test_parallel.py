@@ -44,3 +44,13 @@ def test_a_worker_error_is_one_line(tmp_path, write_config, monkeypatch, capsys)
     bad = str(write_config(data, "long.yaml"))
     code, err = run_cli(["run", good, bad, "--jobs", "2", "--no-progress"], monkeypatch, capsys)
     assert_one_line_error(code, err, "longer than the model's context of 4")
+
+
+def test_progress_reads_only_complete_log_lines(tmp_path):
+    from lifelong.parallel import steps_done
+
+    log = tmp_path / "train_log.jsonl"
+    log.write_text('{"global_step": 1}\n{"global_step": 2}\n{"global_st')  # a worker mid-write
+    assert steps_done(tmp_path) == 2
+    log.write_text('{"global_st')
+    assert steps_done(tmp_path) == 0
