@@ -92,7 +92,8 @@ def run_cmd(
 @app.command("compare")
 def compare_cmd(
     entries: Annotated[
-        list[str], typer.Argument(help="Configs, or methods on --base (e.g. ewc, self_replay+lora).")
+        list[str],
+        typer.Argument(help="Configs, methods on --base (e.g. ewc, self_replay+lora), or finished runs."),
     ],
     base: Annotated[str, typer.Option(help="The config method specs are applied to.")] = "toy_naive",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: train.lr=1e-4")] = None,

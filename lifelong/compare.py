@@ -1,8 +1,10 @@
 """`lifelong compare`: several methods on one stream, one table and one plot.
 
 Each entry is a config (a YAML file or a built-in name) or a method spec applied to a base config:
-`ewc`, or a composition such as `self_replay+lora`. Every run gets a process of its own (so its peak
-memory is its own), side by side on CPU as `lifelong run` does. The comparison goes to
+`ewc`, or a composition such as `self_replay+lora` (options: `self_replay:loss=kl`). Finished run
+directories instead are tabulated without training (`lifelong compare runs/a runs/b`). Every run
+gets a process of its own (so its peak memory is its own), side by side on CPU as `lifelong run`
+does. The comparison goes to
 `<output_dir>/compare-<base>/`: `compare.md`, `compare.csv`, `compare.json` and `compare.png`.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.config import RunConfig, builtin_configs, load_config, method_list, run_name
+from lifelong.errors import UserError
 from lifelong.parallel import default_jobs, run_side_by_side
 from lifelong.run import atomic_write, write_json
 
@@ -107,16 +110,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def is_finished_run(entry: str) -> bool:
+    return (Path(entry) / "summary.json").is_file()
+
+
 def compare(
     entries: list[str], base: str, overrides: dict[str, Any], jobs: int | None, show_progress: bool
 ) -> tuple[Path, list[dict[str, Any]]]:
-    cfgs = build_configs(entries, base, overrides)
-    paths = run_side_by_side(cfgs, jobs or default_jobs(len(cfgs)), show_progress)
+    """Run the entries and tabulate them; entries that are finished run directories are tabulated
+    as they are (all of them must be: `lifelong compare runs/a runs/b` trains nothing)."""
+    finished = [is_finished_run(e) for e in entries]
+    if any(finished) and not all(finished):
+        raise UserError("give either finished run directories or configs/methods to run, not both")
+    if all(finished):
+        paths = [Path(e) for e in entries]
+        out_dir, stem = Path(overrides.get("output_dir") or paths[0].parent), "runs"
+    else:
+        cfgs = build_configs(entries, base, overrides)
+        paths = run_side_by_side(cfgs, jobs or default_jobs(len(cfgs)), show_progress)
+        out_dir, stem = Path(cfgs[0].output_dir), Path(base).stem
     rows = [row(path) for path in paths]
-    out = Path(cfgs[0].output_dir) / f"compare-{Path(base).stem}"
-    n = 1
+    out, n = out_dir / f"compare-{stem}", 1
     while (out / "compare.md").exists():
         n += 1
-        out = Path(cfgs[0].output_dir) / f"compare-{Path(base).stem}-{n}"
+        out = out_dir / f"compare-{stem}-{n}"
     write_comparison(out, rows)
     return out, rows

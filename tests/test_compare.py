@@ -26,6 +26,14 @@ def test_compare_writes_one_row_per_method(tmp_path, write_config, monkeypatch, 
     saved = (tmp_path / "runs" / "base-l2+self_replay" / "config.yaml").read_text()
     assert "name: l2" in saved and "name: self_replay" in saved
 
+    runs = [str(tmp_path / "runs" / name) for name in ("base-naive", "base-l2+self_replay")]
+    code, err = run_cli(["compare", *runs], monkeypatch, capsys)  # finished runs: tabulated, not run
+    assert code == 0, err
+    again = json.loads((tmp_path / "runs" / "compare-runs" / "compare.json").read_text())
+    assert again == rows
+    code, err = run_cli(["compare", runs[0], "naive"], monkeypatch, capsys)
+    assert_one_line_error(code, err, "finished run directories")
+
 
 def test_compare_unknown_method_is_one_line(tmp_path, write_config, monkeypatch, capsys):
     base = write_config(small_config_dict(tmp_path, name="base"), "base.yaml")
