@@ -57,7 +57,7 @@ def classification_stream(
     tasks: list[str] | tuple[str, ...] = ("tech", "sentiment", "party", "leisure"),
     n_train: int = 600,
     n_eval: int = 100,
-    max_words: int = 40,
+    max_words: int = 28,
     seed: int = 0,
 ) -> Stream:
     """Text classification, two new labels per task: tech -> sentiment -> party -> leisure."""

@@ -72,9 +72,13 @@ def docs_task(
     )
 
 
+MAX_CHARS_PER_WORD = 4  # a clipped text keeps at most this many characters per word allowed
+
+
 def clip_words(text: str, max_words: int) -> str:
-    """`text` on one line, cut to its first `max_words` words."""
-    return " ".join(text.split()[:max_words])
+    """`text` on one line, cut to its first `max_words` words (and to 4 characters a word on average,
+    so that long words and symbols cannot blow a short context)."""
+    return " ".join(text.split()[:max_words])[: MAX_CHARS_PER_WORD * max_words]
 
 
 def labelled_task(
