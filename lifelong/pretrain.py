@@ -39,7 +39,7 @@ from lifelong.models import EOS, PAD, UNK, build_preset
 from lifelong.models.cache import cache_dir, check_name, model_dir, work_dir
 from lifelong.run import Progress, RunDir, write_json
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
-from lifelong.train import lr_factor, stop_on_ctrl_c
+from lifelong.train import lr_factor, progress_bar, stop_on_ctrl_c
 
 IGNORE_INDEX = -100  # F.cross_entropy skips these label positions (padding of held-out rows)
 
@@ -431,19 +431,7 @@ class Pretrainer:
             self.run_dir.append(name, record)
 
     def _progress_bar(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TextColumn("{task.fields[tps]:,.0f} tok/s"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[held]}"),
-            disable=not (self.show_progress and self.accelerator.is_main_process),
-            transient=True,
-        )
+        return progress_bar(self.show_progress and self.accelerator.is_main_process, "held")
 
 
 def pretrain(cfg: PretrainConfig, cache: str | Path | None = None, show_progress: bool = True) -> Path:

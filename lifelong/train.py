@@ -317,18 +317,25 @@ class Trainer:
             self.accelerator.end_training()
 
     def progress_bar(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        return progress_bar(enabled=self.show_progress and self.accelerator.is_main_process)
 
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f}"),
-            TextColumn("{task.fields[tps]:,.0f} tok/s"),
-            TimeRemainingColumn(),
-            disable=not (self.show_progress and self.accelerator.is_main_process),
-            transient=True,
-        )
+
+def progress_bar(enabled: bool, *extra_fields: str):
+    """A rich progress bar of steps with the loss and tokens/s (fields `loss`, `tps`), and each of
+    `extra_fields` shown as it is."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeRemainingColumn(),
+        *(TextColumn(f"{{task.fields[{name}]}}") for name in extra_fields),
+        disable=not enabled,
+        transient=True,
+    )
 
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}

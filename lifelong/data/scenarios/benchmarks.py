@@ -44,9 +44,7 @@ from typing import Any, get_args
 
 from lifelong.data import Stream, StreamInfo, register_stream
 from lifelong.data.loaders import load_examples, open_hf, read_file
-from lifelong.data.scenarios.classification import CLASSIFY_TRAIN
-from lifelong.data.scenarios.common import clip_words, labelled_task, shuffled
-from lifelong.data.scenarios.pretraining import TEXT_MODEL
+from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, clip_words, labelled_task, shuffled
 from lifelong.data.task import Example, MetricName, Task
 from lifelong.errors import UserError
 
@@ -412,7 +410,7 @@ register_stream(
         task_format="[task] text -> class name",
         metric="exact_match of the generated class name (option metric: accuracy)",
         model=TEXT_MODEL,
-        train=CLASSIFY_TRAIN,
+        train=TASK_TRAIN,
         needs="the Hugging Face hub (network access) or local copies in option `sources` (docs/scenarios.md)",
     ),
 )
@@ -424,7 +422,7 @@ register_stream(
         task_format="[task] prompt -> answer",
         metric="exact_match (C-STANCE, FOMC, NumGLUE); chrf (MeetingBank, Py150, ScienceQA, 20Minuten)",
         model=TEXT_MODEL,
-        train=CLASSIFY_TRAIN,
+        train=TASK_TRAIN,
         needs="a local copy of TRACE in option `root` (docs/scenarios.md); long prompts need a model "
         "with a long context (model.path)",
     ),

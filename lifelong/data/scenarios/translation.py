@@ -7,23 +7,11 @@ next to it). Held-out verses and names are never trained on.
 from __future__ import annotations
 
 from lifelong.data import Stream, StreamInfo, register_stream
-from lifelong.data.scenarios.common import split
-from lifelong.data.scenarios.pretraining import TEXT_MODEL
+from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, split
 from lifelong.data.sources.countries import country_names
 from lifelong.data.sources.sword import aligned_verses
 from lifelong.data.task import Example, Task
 from lifelong.errors import UserError
-
-TRANSLATE_TRAIN = {
-    "steps_per_task": 300,
-    "batch_size": 32,
-    "lr": 1.0e-3,
-    "warmup_steps": 30,
-    "schedule": "cosine",
-    "eval_every": 100,
-    "eval_examples": 100,
-    "checkpoint_every": 150,
-}
 
 
 def verse_pairs(max_words: int) -> list[tuple[str, str]]:
@@ -76,6 +64,6 @@ register_stream(
         task_format="[en-xx] English text -> translation",
         metric="chrf (BLEU also reported)",
         model=TEXT_MODEL,
-        train=TRANSLATE_TRAIN,
+        train={**TASK_TRAIN, "eval_examples": 100},
     ),
 )
