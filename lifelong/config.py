@@ -7,7 +7,7 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from lifelong.data.task import MetricName
 from lifelong.errors import UserError
 from lifelong.methods import MethodConfig, method_entry
 from lifelong.methods.base import check_compatible
@@ -27,6 +28,9 @@ from lifelong.methods.base import check_compatible
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class DataSource(_Strict):
@@ -53,7 +57,7 @@ class DataSource(_Strict):
 class TaskSpec(_Strict):
     name: str
     kind: Literal["text", "prompt_target"] = "prompt_target"
-    metric: Literal["exact_match", "accuracy", "loss", "chrf", "bleu", "entity_f1"] | None = None  # by kind
+    metric: MetricName | None = None  # default by kind
     token: str | None = None  # the token that starts every sequence; default "<name>"
     train: DataSource
     eval: DataSource | None = None
@@ -221,15 +225,31 @@ def _one_line(err: ValidationError, source: str) -> str:
     return " ".join(f"{source}: {where}: {msg}{more}".split())
 
 
-def parse_config(data: Any, source: str = "config") -> RunConfig:
+def validated(model_cls: type[_M], data: Any, source: str) -> _M:
+    """Parsed YAML data as `model_cls`, or a one-line UserError naming the first problem."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError(f"{source}: expected a mapping of settings at the top level")
     try:
-        return RunConfig.model_validate(data)
+        return model_cls.model_validate(data)
     except ValidationError as err:
         raise UserError(_one_line(err, source)) from None
+
+
+def parse_config(data: Any, source: str = "config") -> RunConfig:
+    return validated(RunConfig, data, source)
+
+
+def read_config_text(path_or_name: str | Path, builtins: dict[str, Any], what: str = "config") -> str:
+    """The text of a YAML file, or of a built-in config by name (`builtins`: name -> its file)."""
+    path = Path(path_or_name)
+    if not path.exists() and str(path_or_name) in builtins:
+        return builtins[str(path_or_name)].read_text()
+    if not path.is_file():
+        known = ", ".join(builtins)
+        raise UserError(f"{what} {str(path_or_name)!r} not found (not a file nor a built-in: {known})")
+    return path.read_text()
 
 
 def builtin_configs() -> list[str]:
@@ -241,14 +261,8 @@ def builtin_configs() -> list[str]:
 
 def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML config file, or a built-in config by name (see `lifelong configs`)."""
-    path = Path(path_or_name)
-    if not path.exists() and str(path_or_name) in builtin_configs():
-        text = (resources.files("lifelong") / "configs" / f"{path_or_name}.yaml").read_text()
-    elif not path.is_file():
-        known = ", ".join(builtin_configs())
-        raise UserError(f"config {str(path_or_name)!r} not found (not a file nor a built-in: {known})")
-    else:
-        text = path.read_text()
+    folder = resources.files("lifelong") / "configs"
+    text = read_config_text(path_or_name, {name: folder / f"{name}.yaml" for name in builtin_configs()})
     data = parse_yaml(text, str(path_or_name))
     return parse_config(apply_overrides(data, overrides or {}), source=str(path_or_name))
 

@@ -27,12 +27,12 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from lifelong.config import _one_line, _Strict, apply_overrides, parse_yaml
+from lifelong.config import _Strict, apply_overrides, parse_yaml, read_config_text, validated
 from lifelong.data.packing import RowOrder, check_corpus, corpus_name, load_documents, pack, split_documents
 from lifelong.errors import DivergenceError, UserError
 from lifelong.models import EOS, PAD, UNK, build_preset
@@ -140,22 +140,9 @@ def builtin_pretrain_configs() -> dict[str, Any]:
 
 def load_pretrain_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> PretrainConfig:
     """A pretrain config from a YAML file or by built-in name, with `--set` style overrides."""
-    builtins, source = builtin_pretrain_configs(), str(path_or_name)
-    if not Path(path_or_name).exists() and source in builtins:
-        text = builtins[source].read_text()
-    elif not Path(path_or_name).is_file():
-        raise UserError(
-            f"pretrain config {source!r} not found (not a file nor a built-in: {', '.join(builtins)})"
-        )
-    else:
-        text = Path(path_or_name).read_text()
-    data = apply_overrides(parse_yaml(text, source), overrides or {})
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: expected a mapping of settings at the top level")
-    try:
-        return PretrainConfig.model_validate(data)
-    except ValidationError as err:
-        raise UserError(_one_line(err, source)) from None
+    text = read_config_text(path_or_name, builtin_pretrain_configs(), "pretrain config")
+    data = apply_overrides(parse_yaml(text, str(path_or_name)), overrides or {})
+    return validated(PretrainConfig, data, str(path_or_name))
 
 
 # -------------------------------------------------------------------------------------- tokenizer

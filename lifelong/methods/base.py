@@ -169,6 +169,31 @@ def switches(route: AbstractContextManager[None]) -> bool:
     return not isinstance(route, nullcontext)
 
 
+def per_task_rows(
+    tasks: list[int],
+    route: Route,
+    model: torch.nn.Module,
+    run: Callable[[list[int] | None], tuple[torch.Tensor | None, ...]],
+) -> tuple[torch.Tensor | None, ...]:
+    """`run(rows)` on the rows of each task j inside `route(j, model)`, the tasks in increasing order,
+    its outputs (one entry per row, or None) put back in row order; `run(None)` on every row at once
+    when no task's route switches weights."""
+    groups = sorted(set(tasks))
+    if not any(switches(route(j, model)) for j in groups):
+        return run(None)
+    out: list[torch.Tensor | None] | None = None
+    for j in groups:
+        rows = [i for i, t in enumerate(tasks) if t == j]
+        with route(j, model):
+            parts = run(rows)
+        if out is None:
+            out = [None if p is None else p.new_empty((len(tasks), *p.shape[1:])) for p in parts]
+        for full, part in zip(out, parts, strict=True):
+            if part is not None:
+                full[torch.tensor(rows, device=part.device)] = part
+    return tuple(out)
+
+
 class Located:
     """Modules a method switches (its adapters, its prompt store), found in any model of the run's
     structure: the model the method was set up on, or a copy of it (self-replay's frozen pi). Their

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from lifelong.data.batching import Batch, EncodedSet
-from lifelong.methods.base import Compatibility, Forward, MethodConfig, Route, no_route, register, switches
+from lifelong.methods.base import (
+    Compatibility,
+    Forward,
+    MethodConfig,
+    Route,
+    no_route,
+    per_task_rows,
+    register,
+)
 from lifelong.seeding import generator
 
 
@@ -145,17 +153,12 @@ def routed_logits(
 ) -> torch.Tensor:
     """`model`'s logits over `batch`, (B, T, V), the rows of task j computed inside `route(j, model)`
     (e.g. with task j's adapter); one forward over every row when no task's route switches weights."""
-    groups = sorted(set(tasks or []))
-    if not any(switches(route(j, model)) for j in groups):
-        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    logits = None
-    for j in groups:
-        rows = torch.tensor([i for i, t in enumerate(tasks) if t == j], device=batch.input_ids.device)
-        with route(j, model):
-            part = model(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows]).logits
-        logits = part.new_empty((len(batch), *part.shape[1:])) if logits is None else logits
-        logits[rows] = part  # (rows, T, V)
-    return logits
+
+    def forward(rows: list[int] | None) -> tuple[torch.Tensor]:
+        part = batch if rows is None else batch.select(torch.tensor(rows, device=batch.input_ids.device))
+        return (model(input_ids=part.input_ids, attention_mask=part.attention_mask).logits,)
+
+    return per_task_rows(tasks or [], route, model, forward)[0]
 
 
 def distill_kl(

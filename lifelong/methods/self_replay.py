@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from lifelong.data.batching import Batch
 from lifelong.errors import UserError
-from lifelong.methods.base import Compatibility, MethodConfig, Route, register, switches
+from lifelong.methods.base import Compatibility, MethodConfig, Route, per_task_rows, register
 from lifelong.methods.replay import (
     ReservoirBuffer,
     check_kl_temperature,
@@ -216,35 +216,15 @@ def generate_routed(
     one generator, so the draws are fixed by the seed. When no task's route switches weights: one pass
     over every row, exactly `generate`. `sampling`: `generate`'s other keywords."""
 
-    def draw(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def draw(rows: list[int] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        chosen = prompts if rows is None else [prompts[i] for i in rows]
         out = generate(
-            model, rows, max_new_tokens, pad_id, greedy=False, return_logits=return_logits, **sampling
+            model, chosen, max_new_tokens, pad_id, greedy=False, return_logits=return_logits, **sampling
         )
         return out if return_logits else (out, None)
 
-    groups = sorted(set(tasks))
-    if not any(switches(route(j, model)) for j in groups):
-        return draw(prompts)
-    tokens, logits = None, None
-    for j in groups:
-        rows = [i for i, t in enumerate(tasks) if t == j]
-        with route(j, model):
-            part, part_logits = draw([prompts[i] for i in rows])
-        at = torch.tensor(rows, device=part.device)
-        tokens = place(tokens, at, part, len(prompts))  # (N, new)
-        logits = place(logits, at, part_logits, len(prompts))  # (N, new, V)
+    tokens, logits = per_task_rows(tasks, route, model, draw)
     return tokens, logits
-
-
-def place(
-    full: torch.Tensor | None, rows: torch.Tensor, part: torch.Tensor | None, n: int
-) -> torch.Tensor | None:
-    """`part` written at `rows` of `full`, a tensor of n rows made like `part` on first use."""
-    if part is None:
-        return None
-    full = part.new_empty((n, *part.shape[1:])) if full is None else full
-    full[rows] = part
-    return full
 
 
 def teacher_logits_by_position(prompts: list[list[int]], logits: torch.Tensor) -> torch.Tensor:
