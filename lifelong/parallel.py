@@ -66,6 +66,9 @@ def run_side_by_side(cfgs: list[RunConfig], jobs: int, show_progress: bool = Tru
             wait(futures)
             unfinished = [str(p) for p, f in zip(paths, futures, strict=True) if f.exception() is not None]
             raise Interrupted(" and lifelong run --resume ".join(unfinished)) from None
+        for path, future in zip(paths, futures, strict=True):
+            if future.exception() is not None:
+                RunDir(path).remove_if_unstarted()
         for future in futures:
             future.result()  # a worker's error (a UserError, a divergence) is raised here
     return paths

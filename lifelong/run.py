@@ -86,6 +86,12 @@ class RunDir:
         atomic_write(path / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return run
 
+    def remove_if_unstarted(self) -> None:
+        """Remove the directory if it holds nothing but its config (a run that failed to start, e.g. on
+        missing data), so that a failed start leaves no half-made run behind."""
+        if self.path.is_dir() and [p.name for p in self.path.iterdir()] == ["config.yaml"]:
+            shutil.rmtree(self.path)
+
     @classmethod
     def open(cls, path: Path, cfg: RunConfig | None = None) -> tuple[RunDir, RunConfig]:
         """An existing run to resume; `cfg`, if given, must compute the same thing as the saved one."""

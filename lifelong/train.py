@@ -370,7 +370,12 @@ def flat_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
 def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
     """Start a new run of `cfg` in a new directory under `cfg.output_dir`."""
     run_dir = RunDir.create(cfg)
-    return Trainer(cfg, run_dir, show_progress=show_progress).run()
+    try:
+        trainer = Trainer(cfg, run_dir, show_progress=show_progress)
+    except UserError:
+        run_dir.remove_if_unstarted()
+        raise
+    return trainer.run()
 
 
 def resume(path: str | Path, cfg: RunConfig | None = None, show_progress: bool = True) -> RunResult:

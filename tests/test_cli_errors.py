@@ -64,6 +64,7 @@ def test_missing_data_file(tmp_path, write_config, monkeypatch, capsys):
     data = small_config_dict(tmp_path, stream=custom_task(file=str(tmp_path / "gone.jsonl")))
     code, err = run_cli(["run", str(write_config(data))], monkeypatch, capsys)
     assert_one_line_error(code, err, "gone.jsonl", "not found")
+    assert not list((tmp_path / "runs").glob("*"))
 
 
 def test_empty_task(tmp_path, write_config, monkeypatch, capsys):
@@ -163,6 +164,7 @@ def test_a_missing_data_package_names_it(tmp_path, sword_root, monkeypatch, caps
     args = ["run", "--stream", "language", "--output-dir", str(tmp_path / "runs")]
     code, err = run_cli(args, monkeypatch, capsys)
     assert_one_line_error(code, err, "sword-text-kjv", "apt-get install")
+    assert not list((tmp_path / "runs").iterdir())  # a run that could not start leaves no directory
 
 
 def test_a_corrupt_data_file_names_it(tmp_path, sword_root, monkeypatch, capsys):

@@ -13,6 +13,7 @@ from lifelong.data import builtin_streams
 from lifelong.data.scenarios.relations import RELATIONS
 from lifelong.data.scenarios.translation import name_pairs, verse_pairs
 from lifelong.data.sources import SourceMissing
+from lifelong.errors import UserError
 from lifelong.scoring import parse_entities
 
 SMALL = {
@@ -94,13 +95,26 @@ def test_relations_by_hand():
     assert {("France", "Paris"), ("Japan", "Tokyo")} <= facts["capital"]
     assert ("France", "Euro") in facts["currency"] and ("dog", "canine") in facts["hypernym"]
     assert ("France", "Spain") in facts["borders"] and ("cell", "organism") in facts["part_of"]
-    stream = build("relations", relations=["capital", "borders"])
-    for task in stream.tasks:
-        for ex in task.eval:
-            head, tail = ex.target.split(" | ")
+    stream = build("relations")
+    assert [t.name for t in stream.tasks] == ["capital-currency", "region-borders", "hypernym-part_of"]
+    triples = build("relations", answer="triple")
+    for task, facts_task in zip(stream.tasks, triples.tasks, strict=True):
+        relations = task.name.split("-")
+        assert {e.target for e in task.eval} == set(relations)  # balanced below
+        assert len({sum(e.target == r for e in task.eval) for r in relations}) == 1
+        for ex, fact in zip(task.eval, facts_task.eval, strict=True):
+            relation, pair = fact.target.split(": ", 1)
+            head, tail = pair.split(" | ")
+            assert ex.prompt == fact.prompt and ex.target == relation
             assert head in ex.prompt and tail in ex.prompt
-        train_heads = {e.target.split(" | ")[0] for e in task.train}
-        assert not {e.target.split(" | ")[0] for e in task.eval} & train_heads
+        heads = {e.target.split(": ", 1)[1].split(" | ")[0] for e in facts_task.train}
+        assert not {e.target.split(": ", 1)[1].split(" | ")[0] for e in facts_task.eval} & heads
+
+
+def test_relations_refuse_a_task_with_one_answer():
+    with pytest.raises(UserError, match="has one relation"):
+        build("relations", relations=["capital", ["region", "borders"]])
+    assert len(build("relations", relations=["capital"], answer="triple").tasks) == 1
 
 
 def test_translation_pairs_by_hand():
