@@ -86,7 +86,7 @@ def relation_rows(name: str, held: set[str], seed: int) -> tuple[list[Example], 
     is `relation: head | tail`."""
     facts_of, own = RELATIONS[name]
     phrasings = own + NEUTRAL
-    facts = sorted(set(facts_of()))
+    facts = sorted({(h, t) for h, t in facts_of() if h != t})  # WordNet: the Philippines' Philippines
     rng = random.Random(derive_seed(seed, "relation", name))
 
     def example(head: str, tail: str, phrasing: str) -> Example:
