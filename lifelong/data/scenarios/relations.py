@@ -132,8 +132,9 @@ def relations_stream(
     n_eval: int = 100,
     seed: int = 0,
 ) -> Stream:
-    """Relation extraction, new relation types per task: capital/currency -> region/borders ->
-    hypernym/part_of. `relations` lists the tasks, each a relation or a list of relations."""
+    """Relation extraction, two relation types a task: capital/currency -> region/borders -> hypernym/part_of.
+
+    `relations` lists the tasks, each a relation or a list of relations."""
     groups = [[g] if isinstance(g, str) else list(g) for g in (relations or DEFAULT_TASKS)]
     unknown = [r for g in groups for r in g if r not in RELATIONS]
     if unknown:
