@@ -123,7 +123,7 @@ def test_translation_pairs_by_hand():
         dict(name_pairs("fr"))["Germany"] == "Allemagne" and dict(name_pairs("de"))["France"] == "Frankreich"
     )
     stream = build("translation")
-    assert [t.name for t in stream.tasks] == ["en-es", "en-fr", "en-de"]
+    assert [t.name for t in stream.tasks] == ["en-fr", "en-de", "en-es"]
     assert all(t.metric == "chrf" for t in stream.tasks)
 
 
