@@ -15,6 +15,7 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as transformers_logging
 
 from lifelong.errors import UserError
 from lifelong.models.cache import require_cached
@@ -104,8 +105,19 @@ def load_pretrained(
     missing = [t for t in task_tokens if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
-        model.resize_token_embeddings(len(tokenizer))
+        resize_quietly(model, len(tokenizer))
     return model, tokenizer
+
+
+def resize_quietly(model, vocab_size: int) -> None:
+    """Grow the embeddings for the task tokens (new rows drawn around the old rows' mean) without
+    transformers' notice that it does so: adding task tokens is expected, not something to warn about."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model.resize_token_embeddings(vocab_size)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
 
 
 def context_length(model) -> int:
