@@ -78,19 +78,25 @@ RELATIONS: dict[str, tuple[Callable[[], list[tuple[str, str]]], list[str]]] = {
 
 NEUTRAL = ["{h} -- {t} .", "A note on {h} and {t} ."]  # phrasings shared by every relation
 ANSWERS = ("relation", "triple")
+DEFAULT_TASKS = [["capital", "currency"], ["region", "borders"], ["hypernym", "part_of"]]
 
 
-def relation_rows(name: str, held: set[str], seed: int) -> tuple[list[Example], list[Example]]:
+def facts_of(name: str) -> list[tuple[str, str]]:
+    """(head, tail) pairs of a relation, sorted; none relates a word to itself (WordNet's Philippines)."""
+    return sorted({(h, t) for h, t in RELATIONS[name][0]() if h != t})
+
+
+def relation_rows(
+    name: str, facts: list[tuple[str, str]], held: set[str], answer: str, seed: int
+) -> tuple[list[Example], list[Example]]:
     """(train, eval) sentences of one relation: every fact of a `held` head is held out. Training
-    facts come in every phrasing (a list of 200 capitals is short), held-out ones in one; the target
-    is `relation: head | tail`."""
-    facts_of, own = RELATIONS[name]
-    phrasings = own + NEUTRAL
-    facts = sorted({(h, t) for h, t in facts_of() if h != t})  # WordNet: the Philippines' Philippines
+    facts come in every phrasing (a list of 200 capitals is short), held-out ones in one."""
+    phrasings = RELATIONS[name][1] + NEUTRAL
     rng = random.Random(derive_seed(seed, "relation", name))
 
     def example(head: str, tail: str, phrasing: str) -> Example:
-        return Example(phrasing.format(h=head, t=tail), f"{name}: {head} | {tail}")
+        target = name if answer == "relation" else f"{name}: {head} | {tail}"
+        return Example(phrasing.format(h=head, t=tail), target)
 
     train = [example(h, t, ph) for h, t in facts if h not in held for ph in phrasings]
     eval_ = [example(h, t, rng.choice(phrasings)) for h, t in facts if h in held]
@@ -101,24 +107,17 @@ def relation_task(group: list[str], n_train: int, n_eval: int, answer: str, seed
     """One task of `group`'s relations, as many examples of each (up to `n_train` and `n_eval` in all),
     split by head: every fact of a held-out head (a fifth of the group's heads) is held out."""
     name = "-".join(group)
-    heads = shuffled(sorted({h for r in group for h, _ in RELATIONS[r][0]()}), seed, "relation-heads", name)
+    facts = {r: facts_of(r) for r in group}
+    heads = shuffled(sorted({h for pairs in facts.values() for h, _ in pairs}), seed, "relation-heads", name)
     held = set(heads[: max(1, len(heads) // 5)])
-    rows = [relation_rows(r, held, seed) for r in group]
+    rows = [relation_rows(r, facts[r], held, answer, seed) for r in group]
     per_train = min(n_train // len(group), *(len(train) for train, _ in rows))
     per_eval = min(max(1, n_eval // len(group)), *(len(eval_) for _, eval_ in rows))
-
-    def answered(examples: list[Example]) -> list[Example]:
-        if answer == "triple":
-            return examples
-        return [Example(e.prompt, e.target.split(":", 1)[0]) for e in examples]
-
-    train = [e for tr, _ in rows for e in answered(tr[:per_train])]
-    eval_ = [e for _, ev in rows for e in answered(ev[:per_eval])]
     return Task(
         name,
         "prompt_target",
-        shuffled(train, seed, "order", name),
-        shuffled(eval_, seed, "order-eval", name),
+        shuffled([e for train, _ in rows for e in train[:per_train]], seed, "order", name),
+        shuffled([e for _, eval_ in rows for e in eval_[:per_eval]], seed, "order-eval", name),
         "exact_match",
         f"<{name}>",
         f"relation: {' or '.join(group)}",
@@ -141,7 +140,7 @@ def relations_stream(
         raise UserError(f"unknown relation {unknown[0]!r} (known: {', '.join(RELATIONS)})")
     if answer not in ANSWERS:
         raise UserError(f"unknown relations answer {answer!r} (known: {', '.join(ANSWERS)})")
-    single = next((g for g in groups if len(g) < 2), None)
+    single = next((g for g in groups if len(set(g)) < 2), None)
     if answer == "relation" and single is not None:
         raise UserError(
             f"relation task {single!r} has one relation, so its answer never changes: "
@@ -149,8 +148,6 @@ def relations_stream(
         )
     return Stream(name="relations", tasks=[relation_task(g, n_train, n_eval, answer, seed) for g in groups])
 
-
-DEFAULT_TASKS = [["capital", "currency"], ["region", "borders"], ["hypernym", "part_of"]]
 
 register_stream(
     "relations",
