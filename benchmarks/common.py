@@ -173,7 +173,7 @@ def timed_trainer_run(cfg, wrap: Callable[[Any], None] | None = None) -> RunTimi
     this process only; the library is unchanged) so that a task's loop time excludes evaluation and
     checkpointing. `wrap(trainer)` may add more instrumentation before the run starts.
     """
-    from lifelong.run import RunDir
+    from lifelong.rundir import RunDir
     from lifelong.train import Trainer
 
     timing = RunTiming()

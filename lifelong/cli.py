@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
 from rich.console import Console
 
 from lifelong.errors import DivergenceError, UserError
+
+if TYPE_CHECKING:
+    from lifelong.config import RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Continual learning for language models.")
 err_console = Console(stderr=True)
@@ -19,13 +21,31 @@ DEFAULT_JOB = ["toy_naive", "toy_self_replay"]
 
 def parse_set(items: list[str]) -> dict[str, object]:
     """`--set train.lr=1e-4` pairs; values are read as YAML scalars (numbers, booleans, lists)."""
+    from lifelong.config import parse_yaml
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UserError(f"--set expects key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_yaml(value, f"--set {item}")
     return out
+
+
+def config_to_resume(path: Path, configs: list[str], overrides: dict[str, object]) -> RunConfig | None:
+    """The config a resume is asked to use (a config file, or the run's own with `--set` applied), or
+    None to continue with the saved one. RunDir.open refuses a change to a field that changes numbers."""
+    from lifelong.config import apply_overrides, load_config, parse_config
+    from lifelong.rundir import saved_config_data
+
+    if len(configs) > 1:
+        raise UserError("--resume continues one run: give at most one config")
+    if configs:
+        return load_config(configs[0], overrides)
+    if overrides:
+        source = str(path / "config.yaml")
+        return parse_config(apply_overrides(saved_config_data(path), overrides), f"{source} with --set")
+    return None
 
 
 @app.command("run")
@@ -48,9 +68,10 @@ def run_cmd(
     ] = None,
 ) -> None:
     """Run each config (default: the toy stream with naive and self_replay) and compare them."""
-    from lifelong.config import load_config, stream_config
+    from lifelong.config import load_config, parse_config, stream_config
     from lifelong.parallel import default_jobs, run_side_by_side
     from lifelong.report import print_runs
+    from lifelong.rundir import RunDir, check_resumable, saved_config_data
     from lifelong.train import resume as resume_run
     from lifelong.train import run
 
@@ -59,11 +80,15 @@ def run_cmd(
         overrides["output_dir"] = output_dir
     console = Console()
     if resume is not None:
-        if configs and len(configs) > 1:
-            raise UserError("--resume continues one run: give at most one config")
-        cfg = load_config(configs[0], overrides) if configs else None
-        result = resume_run(resume, cfg, show_progress=progress)
-        print_runs([result.path], console)
+        cfg = config_to_resume(resume, configs or [], overrides)
+        if RunDir(resume).finished:
+            if cfg is not None:
+                check_resumable(resume, parse_config(saved_config_data(resume)), cfg)
+            message = f"{resume} is finished: nothing to resume, its files are unchanged"
+            console.print(message, highlight=False, markup=False, soft_wrap=True)
+        else:
+            resume_run(resume, cfg, show_progress=progress)
+        print_runs([resume], console)
         return
     if stream is not None and configs:
         raise UserError("give configs or --stream, not both")
@@ -145,20 +170,30 @@ def report_cmd(
 @app.command("methods")
 def methods_cmd() -> None:
     """List the registered methods."""
-    from lifelong.methods import registered
+    from lifelong.methods.registry import method_summaries
 
-    for name, entry in sorted(registered().items()):
-        typer.echo(f"{name:14s} {entry.summary}")
+    for name, summary in method_summaries().items():
+        typer.echo(f"{name:14s} {summary}")
 
 
 @app.command("streams")
-def streams_cmd() -> None:
-    """List the built-in streams: tasks, source, sizes, task format and metric."""
+def streams_cmd(
+    names: Annotated[list[str] | None, typer.Argument(help="Streams to show with their tasks.")] = None,
+) -> None:
+    """List the built-in streams: source, task format and metric; with names, also their tasks and sizes
+    (which builds those streams)."""
     from lifelong.data import builtin_streams
-    from lifelong.report import describe_stream
+    from lifelong.data.registry import describe_stream
 
-    for name, info in builtin_streams().items():
-        typer.echo(describe_stream(name, info))
+    streams = builtin_streams()
+    for name in names or []:
+        if name not in streams:
+            raise UserError(f"unknown stream {name!r} (known: {', '.join(streams)})")
+    for name, info in streams.items():
+        if not names or name in names:
+            typer.echo(describe_stream(name, info, sizes=bool(names)))
+    if not names:
+        typer.echo("(lifelong streams NAME... lists those streams' tasks with their sizes)")
 
 
 @app.command("configs")
@@ -168,7 +203,7 @@ def configs_cmd() -> None:
 
     for name in builtin_configs():
         typer.echo(name)
-    from lifelong.pretrain import builtin_pretrain_configs
+    from lifelong.config import builtin_pretrain_configs
 
     for name in builtin_pretrain_configs():
         typer.echo(f"{name:14s} (lifelong pretrain {name})")
@@ -215,6 +250,20 @@ def models_cmd(cache_dir: Annotated[Path | None, typer.Option(help="The model ca
         typer.echo(f"{name:16s} unfinished: the same `lifelong pretrain` command resumes it")
 
 
+def usage_error(err: Exception) -> str | None:
+    """The one-line message of a command-line parsing error (click's, as vendored by typer), else None."""
+    try:
+        from typer._click.exceptions import ClickException, UsageError
+    except ImportError:  # typer releases that use click itself
+        from click.exceptions import ClickException, UsageError
+    if not isinstance(err, ClickException):
+        return None
+    message = " ".join(err.format_message().split())
+    if isinstance(err, UsageError) and err.ctx is not None:
+        message += f" (see {err.ctx.command_path} --help)"
+    return message
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)
@@ -227,13 +276,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted", highlight=False)
         sys.exit(130)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
     except Exception as err:  # noqa: BLE001
-        from click.exceptions import ClickException, Exit
-
-        if isinstance(err, Exit):
-            sys.exit(err.exit_code)
-        if isinstance(err, ClickException):
-            err.show()
+        if usage := usage_error(err):  # a bad option or argument: one line, like every user mistake
+            err_console.print(f"error: {usage}", highlight=False, markup=False, soft_wrap=True)
             sys.exit(2)
         from lifelong.train import Interrupted
 

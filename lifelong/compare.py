@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import os
 from pathlib import Path
 from typing import Any
 
 from lifelong.config import RunConfig, builtin_configs, load_config, method_list, run_name
 from lifelong.errors import UserError
 from lifelong.parallel import default_jobs, run_side_by_side
-from lifelong.run import atomic_write, write_json
+from lifelong.rundir import atomic_write, read_json, write_json
 
 COLUMNS = ["AA", "AIA", "FGT", "BWT", "FWD", "train s", "eval s", "peak MB", "trainable params"]
 
@@ -42,7 +42,7 @@ def build_configs(entries: list[str], base: str, overrides: dict[str, Any]) -> l
 
 
 def row(path: Path) -> dict[str, Any]:
-    result = json.loads((path / "summary.json").read_text())
+    result = read_json(path / "summary.json", "run results")
     m = result["metrics"]
     return {
         "run": path.name,
@@ -114,11 +114,23 @@ def is_finished_run(entry: str) -> bool:
     return (Path(entry) / "summary.json").is_file()
 
 
+def check_run_entry(entry: str) -> None:
+    """An entry that is a path (not a config) must be a finished run; name it if it is not."""
+    if is_config(entry) or not ("/" in entry or os.sep in entry or Path(entry).is_dir()):
+        return  # a config or a method spec
+    if not Path(entry).is_dir():
+        raise UserError(f"run directory {entry!r} not found")
+    if not is_finished_run(entry):
+        raise UserError(f"{entry!r} has no results (summary.json): is the run finished?")
+
+
 def compare(
     entries: list[str], base: str, overrides: dict[str, Any], jobs: int | None, show_progress: bool
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Run the entries and tabulate them; entries that are finished run directories are tabulated
     as they are (all of them must be: `lifelong compare runs/a runs/b` trains nothing)."""
+    for entry in entries:
+        check_run_entry(entry)
     finished = [is_finished_run(e) for e in entries]
     if any(finished) and not all(finished):
         raise UserError("give either finished run directories or configs/methods to run, not both")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -12,7 +13,6 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
@@ -20,84 +20,11 @@ from pydantic import (
     model_validator,
 )
 
-from lifelong.data.task import MetricName
-from lifelong.errors import UserError
-from lifelong.methods import MethodConfig, method_entry
-from lifelong.methods.base import check_compatible
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
+from lifelong.data.spec import DataSource, StreamConfig, TaskSpec, _Strict  # noqa: F401  (re-exported)
+from lifelong.errors import UserError, read_text
+from lifelong.methods.registry import MethodConfig, check_compatible, method_entry
 
 _M = TypeVar("_M", bound=BaseModel)
-
-
-class DataSource(_Strict):
-    """Where a split's examples come from: exactly one of `file`, `hf` or `examples`."""
-
-    file: str | None = None  # .jsonl, .json or .csv
-    hf: str | None = None  # a `datasets` hub id, or a local directory written by save_to_disk
-    hf_config: str | None = None
-    split: str = "train"
-    examples: list[dict[str, Any]] | None = None  # inline rows
-    prompt_field: str = "prompt"
-    target_field: str = "target"
-    text_field: str = "text"
-    limit: int | None = Field(default=None, ge=1)  # keep the first `limit` rows
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSource:
-        given = [k for k in ("file", "hf", "examples") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of 'file', 'hf' or 'examples'")
-        return self
-
-
-class TaskSpec(_Strict):
-    name: str
-    kind: Literal["text", "prompt_target"] = "prompt_target"
-    metric: MetricName | None = None  # default by kind
-    token: str | None = None  # the token that starts every sequence; default "<name>"
-    train: DataSource
-    eval: DataSource | None = None
-    eval_fraction: float = Field(default=0.1, gt=0, lt=1)  # held out from train if `eval` is absent
-
-    @model_validator(mode="after")
-    def _defaults(self) -> TaskSpec:
-        if self.metric is None:
-            self.metric = "loss" if self.kind == "text" else "exact_match"
-        if self.token is None:
-            self.token = f"<{self.name}>"
-        if self.kind == "text" and self.metric != "loss":
-            raise ValueError(f"task {self.name!r}: text tasks are scored by 'loss'")
-        return self
-
-
-class StreamConfig(_Strict):
-    """A built-in stream (`builtin` + `options`) or a list of tasks."""
-
-    builtin: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = None
-    tasks: list[TaskSpec] | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        return {"builtin": value} if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> StreamConfig:
-        if (self.builtin is None) == (self.tasks is None):
-            raise ValueError("give either 'builtin' or 'tasks'")
-        if self.tasks is not None:
-            if not self.tasks:
-                raise ValueError("'tasks' is empty")
-            names = [t.name for t in self.tasks]
-            if len(set(names)) != len(names):
-                raise ValueError("task names must be unique")
-        return self
 
 
 class ModelConfig(_Strict):
@@ -177,11 +104,15 @@ class RunConfig(_Strict):
             value = []
         if isinstance(value, str | dict):
             value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list of methods (names or mappings with a 'name'), got {value!r}")
         out = []
         for item in value:
             if isinstance(item, MethodConfig):
                 out.append(item)
                 continue
+            if not isinstance(item, str | dict):
+                raise ValueError(f"a method is a name or a mapping with a 'name', got {item!r}")
             item = {"name": item} if isinstance(item, str) else dict(item)
             try:
                 entry = method_entry(str(item.get("name")))
@@ -235,6 +166,9 @@ def validated(model_cls: type[_M], data: Any, source: str) -> _M:
         return model_cls.model_validate(data)
     except ValidationError as err:
         raise UserError(_one_line(err, source)) from None
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as err:
+        # a validator that met a value of a type it did not expect (e.g. `methods: [5]`)
+        raise UserError(" ".join(f"{source}: invalid config: {type(err).__name__}: {err}".split())) from None
 
 
 def parse_config(data: Any, source: str = "config") -> RunConfig:
@@ -249,14 +183,21 @@ def read_config_text(path_or_name: str | Path, builtins: dict[str, Any], what: s
     if not path.is_file():
         known = ", ".join(builtins)
         raise UserError(f"{what} {str(path_or_name)!r} not found (not a file nor a built-in: {known})")
-    return path.read_text()
+    return read_text(path, what)
 
 
 def builtin_configs() -> list[str]:
     folder = resources.files("lifelong") / "configs"
-    # pretrain_*.yaml are `lifelong pretrain` configs (lifelong.pretrain.builtin_pretrain_configs)
+    # pretrain_*.yaml are `lifelong pretrain` configs (builtin_pretrain_configs)
     names = (p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
     return sorted(n for n in names if not n.startswith("pretrain_"))
+
+
+def builtin_pretrain_configs() -> dict[str, Any]:
+    """Built-in pretrain configs (lifelong/configs/pretrain_*.yaml) by the name of the model they make."""
+    folder = resources.files("lifelong") / "configs"
+    files = sorted((p for p in folder.iterdir() if re.fullmatch(r"pretrain_.*\.yaml", p.name)), key=str)
+    return {(parse_yaml(p.read_text(), p.name) or {}).get("name", p.name): p for p in files}
 
 
 def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -264,6 +205,10 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
     folder = resources.files("lifelong") / "configs"
     text = read_config_text(path_or_name, {name: folder / f"{name}.yaml" for name in builtin_configs()})
     data = parse_yaml(text, str(path_or_name))
+    if data is None:  # an empty file, or only comments: never a silent default run
+        raise UserError(f"config {str(path_or_name)!r} is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"{path_or_name}: expected a mapping of settings at the top level")
     return parse_config(apply_overrides(data, overrides or {}), source=str(path_or_name))
 
 
@@ -275,7 +220,10 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "cannot parse"
-        raise UserError(f"malformed YAML in {source}{where}: {problem}") from None
+        raise UserError(" ".join(f"malformed YAML in {source}{where}: {problem}".split())) from None
+    except (ValueError, TypeError, RecursionError) as err:  # e.g. a date `2021-13-01`, or nesting too deep
+        problem = f"{type(err).__name__}: {err}"
+        raise UserError(" ".join(f"malformed YAML in {source}: {problem}".split())) from None
 
 
 def method_list(spec: str) -> list[dict[str, Any]]:
@@ -290,7 +238,7 @@ def method_list(spec: str) -> list[dict[str, Any]]:
             key, sep, value = option.partition("=")
             if not sep or not key.strip():
                 raise UserError(f"method {part!r}: options are written name:key=value, got {option!r}")
-            method[key.strip()] = yaml.safe_load(value)
+            method[key.strip()] = parse_yaml(value, f"method {part!r} option {key.strip()!r}")
         methods.append(method)
     return methods
 

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-import torch.nn.functional as F
 
-from lifelong.data.batching import EncodedStream, EncodedTask
+from lifelong.data.batching import EncodedStream, EncodedTask, pad_rows
 from lifelong.errors import UserError
+from lifelong.losses import next_token_loss
 from lifelong.sampling import generate
 from lifelong.scoring import TEXT_METRICS
 
@@ -123,18 +123,12 @@ def sequence_logprobs(
     sums, counts = [], []
     for i in range(0, len(rows), batch_size):
         chunk, chunk_starts = rows[i : i + batch_size], starts[i : i + batch_size]
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        for j, r in enumerate(chunk):
-            ids[j, : len(r)] = torch.tensor(r)
-        lengths = torch.tensor([len(r) for r in chunk])
-        pos = torch.arange(width).unsqueeze(0)  # (1, T)
-        attention = (pos < lengths.unsqueeze(1)).long()  # (B, T)
+        ids, attention = pad_rows(chunk, pad_id)  # (B, T) each
+        pos = torch.arange(ids.shape[1]).unsqueeze(0)  # (1, T)
         scored = (pos >= torch.tensor(chunk_starts).unsqueeze(1)) & attention.bool()  # (B, T)
         ids, attention, scored = ids.to(device), attention.to(device), scored.to(device)
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()  # (B, T-1, V)
-        logp = -F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
-        mask = scored[:, 1:].float()
-        sums.append((logp * mask).sum(-1).cpu())
+        logits = model(input_ids=ids, attention_mask=attention).logits  # (B, T, V)
+        token_loss, mask = next_token_loss(logits, ids, scored)  # (B, T-1) each
+        sums.append(-token_loss.sum(-1).cpu())
         counts.append(mask.sum(-1).cpu())
     return torch.cat(sums), torch.cat(counts)

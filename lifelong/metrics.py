@@ -127,7 +127,10 @@ def forward_transfer(acc: ArrayLike, baseline: Sequence[float] | np.ndarray, k: 
 def summary(
     acc: ArrayLike, baseline: Sequence[float] | np.ndarray, k: int | None = None
 ) -> dict[str, float | None]:
-    """All five metrics keyed by METRIC_NAMES, with NaN turned into None (JSON-safe)."""
+    """All five metrics keyed by METRIC_NAMES. A metric undefined at k (forgetting, backward and
+    forward transfer of one task) is None; one computed from a NaN score (a diverged evaluation)
+    stays NaN, so the two are never confused."""
+    k_seen = _k(np.asarray(acc, dtype=float), k) if len(acc) else 0
     values = {
         "AA": average_accuracy(acc, k),
         "AIA": average_incremental_accuracy(acc, k),
@@ -135,4 +138,5 @@ def summary(
         "BWT": backward_transfer(acc, k),
         "FWD": forward_transfer(acc, baseline, k),
     }
-    return {name: (None if math.isnan(v) else v) for name, v in values.items()}
+    undefined = {"FGT", "BWT", "FWD"} if k_seen <= 1 else set()
+    return {name: (None if name in undefined else v) for name, v in values.items()}

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from lifelong.config import RunConfig
-from lifelong.run import RunDir
+from lifelong.progress import eval_line, on_terminal, print_line, stream_position
+from lifelong.rundir import RunDir
 from lifelong.train import Interrupted
 
 
@@ -61,7 +62,7 @@ def run_side_by_side(cfgs: list[RunConfig], jobs: int, show_progress: bool = Tru
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_in_worker, str(path)) for path in paths]
         try:
-            watch(futures, paths, show_progress)
+            watch(futures, paths, show_progress, [cfg.progress for cfg in cfgs])
         except KeyboardInterrupt:  # the workers got the same Ctrl-C: they checkpoint and stop
             wait(futures)
             unfinished = [str(p) for p, f in zip(paths, futures, strict=True) if f.exception() is not None]
@@ -74,23 +75,58 @@ def run_side_by_side(cfgs: list[RunConfig], jobs: int, show_progress: bool = Tru
     return paths
 
 
-def steps_done(path: Path) -> int:
-    log = path / "train_log.jsonl"
+def complete_lines(log: Path) -> list[bytes]:
+    """The lines of a JSONL log that are written to the end: a worker may be mid-write."""
     if not log.is_file():
-        return 0
+        return []
     data = log.read_bytes()
-    lines = data[: data.rfind(b"\n") + 1].splitlines()  # complete lines: a worker may be mid-write
+    return data[: data.rfind(b"\n") + 1].splitlines()
+
+
+def steps_done(path: Path) -> int:
+    lines = complete_lines(path / "train_log.jsonl")
     return json.loads(lines[-1])["global_step"] if lines else 0
 
 
-def watch(futures: list[Future], paths: list[Path], show_progress: bool) -> None:
-    """A line per run with the steps done (read from its step log) until every worker is done."""
+class EvalLines:
+    """Off a terminal: a line for each evaluation a run has written to its evals.jsonl since last asked."""
+
+    def __init__(self, paths: list[Path]):
+        self.paths, self.seen, self.start = paths, [0] * len(paths), time.perf_counter()
+
+    def print_new(self) -> None:
+        for i, path in enumerate(self.paths):
+            evals = complete_lines(path / "evals.jsonl")
+            if len(evals) <= self.seen[i]:
+                continue
+            losses = {
+                r["global_step"]: r.get("loss")
+                for r in map(json.loads, complete_lines(path / "train_log.jsonl"))
+            }
+            for line in evals[self.seen[i] :]:
+                record = json.loads(line)
+                loss = losses.get(record["global_step"]) if record["task"] >= 0 else None
+                where = stream_position(record["task"], len(record["scores"]), record["step"])
+                elapsed = time.perf_counter() - self.start
+                print_line(eval_line(path.name, where, loss, record["scores"], elapsed))
+            self.seen[i] = len(evals)
+
+
+def watch(futures: list[Future], paths: list[Path], show_progress: bool, shown: list[bool]) -> None:
+    """Until every worker is done: on a terminal a live line per run with the steps done (read from its
+    step log); off one, a line per finished evaluation of each run whose config has `progress` on."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     columns = (SpinnerColumn(), TextColumn("{task.description}: step {task.completed}"), TimeElapsedColumn())
-    with Progress(*columns, disable=not show_progress, transient=True) as bar:
+    piped = [path for path, show in zip(paths, shown, strict=True) if show]
+    lines = EvalLines(piped) if show_progress and not on_terminal() else None
+    with Progress(*columns, disable=not show_progress or lines is not None, transient=True) as bar:
         ids = [bar.add_task(path.name, total=None) for path in paths]
         while not all(f.done() for f in futures):
             for task_id, path in zip(ids, paths, strict=True):
                 bar.update(task_id, completed=steps_done(path))
+            if lines is not None:
+                lines.print_new()
             time.sleep(0.5)
+    if lines is not None:
+        lines.print_new()

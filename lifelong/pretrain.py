@@ -16,32 +16,36 @@ import hashlib
 import json
 import math
 import os
-import re
 import shutil
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from pydantic import Field, model_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from lifelong.config import _Strict, apply_overrides, parse_yaml, read_config_text, validated
+from lifelong.config import (
+    _Strict,
+    apply_overrides,
+    builtin_pretrain_configs,
+    parse_yaml,
+    read_config_text,
+    validated,
+)
 from lifelong.data.packing import RowOrder, check_corpus, corpus_name, load_documents, pack, split_documents
 from lifelong.errors import DivergenceError, UserError
+from lifelong.loop import lr_factor, new_optimizer, optimizer_step, set_lr, stop_on_ctrl_c
+from lifelong.losses import mean_token_loss, next_token_loss
 from lifelong.models import EOS, PAD, UNK, build_preset
 from lifelong.models.cache import cache_dir, check_name, model_dir, work_dir
-from lifelong.run import Progress, RunDir, write_json
+from lifelong.progress import eval_line, on_terminal, print_line, progress_bar
+from lifelong.rundir import Progress, RunDir, write_json
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
-from lifelong.train import lr_factor, progress_bar, stop_on_ctrl_c
-
-IGNORE_INDEX = -100  # F.cross_entropy skips these label positions (padding of held-out rows)
 
 
 # ----------------------------------------------------------------------------------------- config
@@ -131,13 +135,6 @@ class PretrainConfig(_Strict):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def builtin_pretrain_configs() -> dict[str, Any]:
-    """Built-in pretrain configs (lifelong/configs/pretrain_*.yaml) by the name of the model they make."""
-    folder = resources.files("lifelong") / "configs"
-    files = sorted((p for p in folder.iterdir() if re.fullmatch(r"pretrain_.*\.yaml", p.name)), key=str)
-    return {(parse_yaml(p.read_text(), p.name) or {}).get("name", p.name): p for p in files}
-
-
 def load_pretrain_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> PretrainConfig:
     """A pretrain config from a YAML file or by built-in name, with `--set` style overrides."""
     text = read_config_text(path_or_name, builtin_pretrain_configs(), "pretrain config")
@@ -161,12 +158,10 @@ def train_tokenizer(texts: list[str], vocab_size: int, specials: list[str]) -> P
     )
 
 
-def shifted_labels(ids: torch.Tensor, pad_id: int | None = None) -> torch.Tensor:
-    """(B, L) labels: the next token at each position, IGNORE_INDEX at the end (and on padding). The
-    source token at position 0 is given, never predicted. Shifting the labels rather than slicing the
-    logits keeps the (B, L, V) logits contiguous: a several times faster log-softmax on CPU."""
-    labels = F.pad(ids[:, 1:], (0, 1), value=IGNORE_INDEX)
-    return labels if pad_id is None else labels.masked_fill(labels == pad_id, IGNORE_INDEX)
+def not_padding(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B, L) loss mask of packed rows: every token but padding (only held-out rows have some). The
+    source token at position 0 is given, never predicted (the loss reads the mask from column 1)."""
+    return ids != pad_id
 
 
 # ------------------------------------------------------------------------------------------- loop
@@ -177,7 +172,7 @@ class PretrainInterrupted(Exception):
 class Pretrainer:
     """Sets everything up in __init__ (or finds the model already made); `train()` is the loop.
 
-    The work directory is a run directory (lifelong/run.py): train_log.jsonl, evals.jsonl and
+    The work directory is a run directory (lifelong/rundir.py): train_log.jsonl, evals.jsonl and
     checkpoints/<step-N>/ (safetensors + JSON, no pickle), plus config.json and the trained tokenizer/.
     """
 
@@ -211,10 +206,7 @@ class Pretrainer:
         self.total_steps = max(1, math.ceil(t.tokens_per_parameter * self.params / self.tokens_per_step))
         self.model = self.accelerator.prepare(model.to(self.device))
         self.raw = self.accelerator.unwrap_model(self.model)
-        fused = True if self.device.type in ("cpu", "cuda") else None  # several times faster, as in train.py
-        self.optimizer = torch.optim.AdamW(
-            self.raw.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused
-        )
+        self.optimizer = new_optimizer(self.raw.parameters(), t, self.device)
         self.order = RowOrder(len(self.train_rows), t.batch_size, cfg.seed)
         self.progress = Progress(cfg.config_hash(), total_params=self.params)
         if (ckpt := self.run_dir.latest_checkpoint()) is not None:  # resume
@@ -298,15 +290,14 @@ class Pretrainer:
             return self.final
         t, rank, world = self.cfg.train, self.accelerator.process_index, self.accelerator.num_processes
         with stop_on_ctrl_c() as ctrl_c, self._progress_bar() as bar:
-            fields = {"loss": math.nan, "tps": 0.0, "held": ""}
+            loss, fields = math.nan, {"loss": math.nan, "tps": 0.0, "held": ""}
             bar_task = bar.add_task(
                 self.cfg.name, total=self.total_steps, completed=self.progress.step, **fields
             )
             while self.progress.step < self.total_steps:
                 start = time.perf_counter()
                 lr = t.lr * lr_factor(self.progress.step, self.total_steps, t)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                set_lr(self.optimizer, lr)
                 rows = self.order.rows(self.progress.step)[rank::world]
                 loss = self._step(self.train_rows[rows].to(self.device, torch.long))
                 elapsed = time.perf_counter() - start
@@ -318,8 +309,10 @@ class Pretrainer:
                 )
                 bar.update(bar_task, advance=1, loss=loss, tps=tps)
                 if t.eval_every and step % t.eval_every == 0 and step < self.total_steps:
-                    held = " ".join(f"{k} {v:.3f}" for k, v in self.evaluate().items())
+                    held_out = self.evaluate()
+                    held = " ".join(f"{k} {v:.3f}" for k, v in held_out.items())
                     bar.update(bar_task, held=f"held-out {held}")
+                    self._report(loss, held_out)
                 stop = ctrl_c["stop"] or (stop_after is not None and step >= stop_after)
                 if stop or (
                     t.checkpoint_every and step % t.checkpoint_every == 0 and step < self.total_steps
@@ -327,23 +320,20 @@ class Pretrainer:
                     self.checkpoint()
                 if stop:
                     raise PretrainInterrupted(str(self.run_dir.path))
-        return self._finish(self.evaluate())
+            held_out = self.evaluate()
+            self._report(loss, held_out)
+        return self._finish(held_out)
 
     def _step(self, ids: torch.Tensor) -> float:
         with self.accelerator.autocast():
             logits = self.model(input_ids=ids).logits  # (B, L, V)
-        labels = shifted_labels(ids)  # (B, L)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+        loss = mean_token_loss(*next_token_loss(logits, ids))  # training rows have no padding
         if not torch.isfinite(loss):
             raise DivergenceError(
                 f"the loss became {loss.item()} at step {self.progress.step + 1} of pretraining "
                 f"{self.cfg.name!r} (try a lower learning rate); the last checkpoint is kept"
             )
-        self.accelerator.backward(loss)
-        if self.cfg.train.grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        optimizer_step(self.accelerator, loss, self.optimizer, self.model, self.cfg.train.grad_clip)
         return loss.item()
 
     @torch.no_grad()
@@ -354,11 +344,11 @@ class Pretrainer:
         for name, rows in self.eval_rows.items():
             total, count = 0.0, 0
             for chunk in rows.split(self.cfg.train.batch_size):
-                ids = chunk.to(self.device, torch.long)  # (b, L); padding only at the end: no mask needed
-                logits = self.raw(input_ids=ids).logits.flatten(0, 1).float()  # (b*L, V)
-                labels = shifted_labels(ids, self.tokenizer.pad_token_id)  # (b, L)
-                total += F.cross_entropy(logits, labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-                count += int((labels != IGNORE_INDEX).sum())
+                ids = chunk.to(self.device, torch.long)  # (b, L); padding only at the end: no attention mask
+                logits = self.raw(input_ids=ids).logits  # (b, L, V)
+                token_loss, mask = next_token_loss(logits, ids, not_padding(ids, self.tokenizer.pad_token_id))
+                total += float(token_loss.sum())
+                count += int(mask.sum())
             out[name] = float(total) / count
         self.raw.train()
         self.progress.eval_seconds += time.perf_counter() - start
@@ -419,6 +409,13 @@ class Pretrainer:
 
     def _progress_bar(self):
         return progress_bar(self.show_progress and self.accelerator.is_main_process, "held")
+
+    def _report(self, loss: float, held_out: dict[str, float]) -> None:
+        """Off a terminal (no live bar there), a line per held-out evaluation."""
+        if self.show_progress and self.accelerator.is_main_process and not on_terminal():
+            elapsed = self.progress.train_seconds + self.progress.eval_seconds
+            where = f"step {self.progress.step}/{self.total_steps}"
+            print_line(eval_line(self.cfg.name, where, loss, held_out, elapsed))
 
 
 def pretrain(cfg: PretrainConfig, cache: str | Path | None = None, show_progress: bool = True) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lifelong.metrics import METRIC_NAMES, summary
-from lifelong.run import Progress, RunDir, atomic_write, write_json
+from lifelong.rundir import Progress, RunDir, atomic_write, environment, read_json, write_json
 
 METRIC_LABEL = {
     "exact_match": "exact match",
@@ -35,6 +35,8 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "note": "rows[k][j]: score on task j after training tasks 0..k; baseline: initial model. "
         "Higher is better (loss-scored tasks hold minus the loss).",
     }
+    if diverged := nan_scores(progress, task_names):
+        matrix["diverged"] = diverged
     if also := also_reported(run_dir, task_names, len(progress.matrix)):
         matrix["also_reported"] = also
     write_json(run_dir.path / "matrix.json", matrix)
@@ -42,16 +44,47 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
     result = {
         "metrics": metrics,
         "fwd_baseline": "initial model, before any training",
+        **({"diverged": diverged} if diverged else {}),
         "train_seconds": round(progress.train_seconds, 3),
         "eval_seconds": round(progress.eval_seconds, 3),
         "tasks_done": progress.task,
         "trainable_params": progress.trainable_params,
         "total_params": progress.total_params,
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        **environment_record(run_dir),
     }
     write_json(run_dir.path / "summary.json", result)
     plot_curves(run_dir, task_names, run_dir.path / "curves.png")
     return result
+
+
+def nan_scores(progress: Progress, task_names: list[str]) -> list[dict[str, Any]]:
+    """The cells of the matrix (row -1: the initial model) whose score is NaN or infinite: evaluations
+    that diverged. They are written as "nan"/"inf" (never as null, which means "undefined")."""
+    rows = [(-1, progress.baseline or []), *enumerate(progress.matrix)]
+    return [
+        {"after_task": k, "task": task_names[j], "score": str(v)}
+        for k, row in rows
+        for j, v in enumerate(row)
+        if not math.isfinite(v)
+    ]
+
+
+def environment_record(run_dir: RunDir) -> dict[str, Any]:
+    """`environment`: where the results were computed (the numbers reproduce exactly only there), and
+    `environment_at_start` too if a resume moved the run to another environment."""
+    now = environment()
+    started = run_dir.path / "environment.json"
+    at_start = read_json(started, "environment file") if started.is_file() else now
+    return {"environment": now} | ({"environment_at_start": at_start} if at_start != now else {})
+
+
+def environment_line(result: dict[str, Any]) -> str | None:
+    env = result.get("environment")
+    if not env:
+        return None
+    libraries = " ".join(f"{k} {env[k]}" for k in ("torch", "transformers", "peft") if env.get(k))
+    return f"{env['cpu']}, {env['cores']} cores, {env['torch_threads']} threads, {env['device']}; {libraries}"
 
 
 def also_reported(run_dir: RunDir, task_names: list[str], n_rows: int) -> dict[str, dict[str, Any]]:
@@ -132,7 +165,7 @@ def plot_curves(run_dir: RunDir, task_names: list[str], path: Path) -> None:
 
 
 def load_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    return json.loads((path / "matrix.json").read_text()), json.loads((path / "summary.json").read_text())
+    return read_json(path / "matrix.json", "run results"), read_json(path / "summary.json", "run results")
 
 
 def matrix_table(title: str, matrix: dict[str, Any]) -> Table:
@@ -174,6 +207,9 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     for path, matrix, _ in loaded:
         console.print(matrix_table(str(path), matrix))
     console.print(metrics_table([(path.name, result) for path, _, result in loaded]))
+    for path, _, result in loaded:
+        if line := environment_line(result):
+            console.print(f"{path.name} ran on {line}", highlight=False, markup=False, soft_wrap=True)
 
 
 def scores_at_target(evals: list[dict[str, Any]], task: int, target: float) -> dict[str, Any] | None:
@@ -200,7 +236,7 @@ def print_at_target(paths: list[Path], task: str, target: float, console: Consol
     from lifelong.errors import UserError
 
     console = console or Console()
-    names = json.loads((paths[0] / "matrix.json").read_text())["tasks"]
+    names = read_json(paths[0] / "matrix.json", "run results")["tasks"]
     if task not in names:
         raise UserError(f"no task {task!r} in {str(paths[0])!r} (tasks: {', '.join(names)})")
     table = Table(
@@ -215,31 +251,3 @@ def print_at_target(paths: list[Path], task: str, target: float, console: Consol
         else:
             table.add_row(path.name, f"{at['global_step']:.0f}", *(f"{v:.3f}" for v in at["scores"]))
     console.print(table)
-
-
-def describe_stream(name: str, info) -> str:
-    """A built-in stream in a few lines: what it is, its source, format and metric, and its tasks
-    with their sizes (built with seed 0 and the default options; the data must be installed). A stream
-    that `needs` data not installed with the package is described without being built."""
-    from lifelong.errors import UserError
-
-    doc = (info.make.__doc__ or "").strip().splitlines()[0]
-    lines = [
-        f"{name}: {doc}",
-        f"  source: {info.source}",
-        f"  format: {info.task_format}; metric: {info.metric}",
-    ]
-    if info.needs:
-        return "\n".join([*lines, f"  needs: {info.needs}"])
-    try:
-        stream = info.make(seed=0)
-    except UserError as err:
-        return "\n".join([*lines, f"  not available here: {err}"])
-    for task in stream.tasks:
-        if task.kind == "text":
-            chars = [sum(len(e.prompt) for e in split) for split in (task.train, task.eval)]
-            size = f"{chars[0]:,} / {chars[1]:,} characters"
-        else:
-            size = f"{len(task.train):,} / {len(task.eval):,} examples"
-        lines.append(f"  {task.token:16s} train / eval {size}  {task.description}")
-    return "\n".join(lines)

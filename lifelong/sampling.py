@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from lifelong.data.batching import pad_rows
+
 # transformers 5.24 renamed the KV-cache keyword of `forward` from `past_key_values` to `cache`.
 CACHE_KEYWORDS = ("cache", "past_key_values")
 
@@ -29,16 +31,6 @@ def cache_in(kwargs: dict[str, Any]) -> tuple[str, Any]:
     if key is None:
         key = next((k for k in CACHE_KEYWORDS if k in kwargs), "past_key_values")
     return key, kwargs.get(key)
-
-
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p) :] = 1
-    return ids, mask  # (B, P), (B, P)
 
 
 @torch.no_grad()
@@ -90,7 +82,7 @@ def _generate_batch(
     model, prompts, max_new_tokens, pad_id, greedy, temperature, generator, stop_id, keep_logits
 ):
     device = next(model.parameters()).device
-    ids, mask = (x.to(device) for x in left_pad(prompts, pad_id))
+    ids, mask = (x.to(device) for x in pad_rows(prompts, pad_id, side="left"))  # (B, P) each
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     cache, cache_key = DynamicCache(), cache_keyword(model)
     out_tokens = torch.full(

@@ -1,12 +1,16 @@
-"""One seed drives everything: sub-seeds are derived from it by name, never drawn from a global RNG."""
+"""One seed drives everything: sub-seeds are derived from it by name, never drawn from a global RNG.
+
+torch is imported by the functions that use it: the data package derives seeds without loading torch.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import random
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -16,12 +20,17 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 
 def generator(seed: int, *parts: object, device: torch.device | str = "cpu") -> torch.Generator:
+    import torch
+
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, *parts))
     return gen
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -29,6 +38,8 @@ def seed_everything(seed: int) -> None:
 
 def rng_state() -> dict[str, torch.Tensor]:
     """The global RNG states as tensors (saved with safetensors, not pickled)."""
+    import torch
+
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -37,6 +48,8 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 
 def load_rng_state(state: dict[str, torch.Tensor]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     if torch.cuda.is_available():
         cuda = [state[k] for k in sorted(state) if k.startswith("cuda.")]

@@ -10,26 +10,34 @@ backward, clipping, the optimizer and zero_grad.
 from __future__ import annotations
 
 import math
-import signal
 import time
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
-from lifelong.config import RunConfig, TrainConfig
+from lifelong.config import RunConfig
 from lifelong.data import build_stream
 from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream
-from lifelong.methods import Forward, MethodContext, build_method, method_entry, route_methods
+from lifelong.loop import (
+    check_trackers,
+    flat_config,
+    lr_factor,
+    new_optimizer,
+    optimizer_step,
+    stop_on_ctrl_c,
+)
+from lifelong.losses import next_token_loss
+from lifelong.methods import Forward, MethodContext, build_method, call_order, method_entry, route_methods
 from lifelong.models import load_for_run
+from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
 from lifelong.report import write_results
-from lifelong.run import Progress, RunDir
+from lifelong.rundir import Progress, RunDir, read_json, warn
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
 
 
@@ -45,47 +53,10 @@ class RunResult:
     task_names: list[str]
 
 
-def lr_factor(step: int, total: int, cfg: TrainConfig) -> float:
-    """Multiplier of the peak LR at `step` (0-based) of a schedule of `total` steps."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1 - frac
-    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
-
-
-def next_token_loss(logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-position cross-entropy (masked) and the mask: both (B, T-1)."""
-    mask = batch.loss_mask[:, 1:].float()  # token t is predicted at position t-1
-    ce = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), batch.input_ids[:, 1:], reduction="none")
-    return ce * mask, mask
-
-
-@contextmanager
-def stop_on_ctrl_c():
-    """The first Ctrl-C sets a flag that the loop reads between steps; a second one stops at once."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread: leave Ctrl-C alone
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class Trainer:
     """Holds what the loop needs; `run()` is the loop. Not meant to be subclassed."""
+
+    last_loss: float | None = None  # of the latest step, for the progress lines off a terminal
 
     def __init__(self, cfg: RunConfig, run_dir: RunDir, resume: bool = False, show_progress: bool = True):
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
@@ -107,11 +78,21 @@ class Trainer:
         if cfg.tracking:
             self.accelerator.init_trackers(run_dir.path.name, config=flat_config(cfg))
         self.device = self.accelerator.device
+        if cfg.model.dtype == "float16" and self.device.type == "cpu":
+            raise UserError(
+                "model dtype float16 does not train on a CPU (its loss overflows): use float32 or bfloat16"
+            )
         stream = build_stream(cfg.stream, cfg.seed)
         self.task_names = stream.task_names
         model, self.tokenizer, max_length = load_for_run(cfg.model, stream)
         self.data: EncodedStream = encode_stream(stream, self.tokenizer, max_length)
-        self.methods = [build_method(m) for m in cfg.methods]
+        # the initial model, before any method adds weights: the baseline b of forward transfer
+        self.initial = None if resume and run_dir.latest_checkpoint() else self.score(model.to(self.device))
+        self.methods = [build_method(m) for m in cfg.methods]  # in config order (checkpoints' keys)
+        self.labels = method_labels([m.name for m in cfg.methods])  # each method's loss terms' prefix
+        # the order of every hook call: architecture methods first (registry.call_order)
+        self.order = call_order([type(m).compatibility for m in self.methods])
+        self.hooked = [self.methods[i] for i in self.order]
         ctx = MethodContext(
             self.data,
             self.tokenizer,
@@ -120,10 +101,9 @@ class Trainer:
             cfg.train.batch_size,
             max_length,
             cfg.train.loss_on,
-            partial(route_methods, self.methods),
+            partial(route_methods, self.hooked),
         )
-        model.to(self.device)
-        for method in self.methods:
+        for method in self.hooked:
             model = method.setup(model, ctx)
         self.model = self.accelerator.prepare(model)
         self.raw = self.accelerator.unwrap_model(self.model)
@@ -134,11 +114,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def new_optimizer(self) -> torch.optim.Optimizer:
-        t = self.cfg.train
-        params = [p for p in self.raw.parameters() if p.requires_grad]
-        # the fused kernel is several times faster than the per-tensor loop on CPU and on CUDA
-        fused = True if self.device.type in ("cpu", "cuda") else None
-        return torch.optim.AdamW(params, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay, fused=fused)
+        trainable = (p for p in self.raw.parameters() if p.requires_grad)
+        return new_optimizer(trainable, self.cfg.train, self.device)
 
     def restore(self) -> None:
         ckpt = self.run_dir.latest_checkpoint()
@@ -160,7 +137,7 @@ class Trainer:
         if self.resume:
             self.restore()
         if self.progress.baseline is None:
-            self.progress.baseline = self.evaluate(task=-1, step=0)
+            self.progress.baseline = self.record_eval(-1, 0, *self.initial)
         with stop_on_ctrl_c() as ctrl_c, self.progress_bar() as bar:
             for task_index in range(self.progress.task, len(self.data)):
                 self.train_task(task_index, bar, ctrl_c)
@@ -169,13 +146,12 @@ class Trainer:
 
     def train_task(self, t: int, bar, ctrl_c) -> None:
         cfg = self.cfg.train
-        examples = next(
-            (e for m in self.methods if (e := m.train_examples(t, self.data)) is not None),
-            self.data.tasks[t].train,
-        )
+        supplied = [e for m in self.hooked if (e := m.train_examples(t, self.data)) is not None]
+        assert len(supplied) <= 1, "check_compatible allows one method that supplies the training rows"
+        examples = supplied[0] if supplied else self.data.tasks[t].train
         schedule = BatchSchedule(len(examples), cfg.batch_size, self.cfg.seed, t)
         if self.progress.step == 0:
-            for method in self.methods:
+            for method in self.hooked:
                 method.before_task(t, self.raw)
             trainable = [p for p in self.raw.parameters() if p.requires_grad]
             held = [p for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else []
@@ -200,7 +176,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(at, total, cfg)
             batch = examples.batch(schedule.rows(step)[rank::world], cfg.loss_on)
-            extras = [m.replay_batch(t, step, self.raw) for m in self.methods]
+            extras = [m.replay_batch(t, step, self.raw) for m in self.hooked]
             terms = self.step(batch, extras)
             self.progress.step = step + 1
             elapsed = time.perf_counter() - start
@@ -216,7 +192,7 @@ class Trainer:
                 self.checkpoint(f"task-{t + 1:03d}-step-{step + 1:07d}")
             if ctrl_c["stop"]:
                 raise Interrupted(str(self.run_dir.path))
-        for method in self.methods:
+        for method in self.hooked:
             method.after_task(t, self.raw)
         self.progress.matrix.append(self.evaluate(task=t, step=cfg.steps_per_task))
         self.progress.task, self.progress.step = t + 1, 0
@@ -237,7 +213,7 @@ class Trainer:
             full = concat([parts[i] for i in group], self.data.pad_id).to(self.device)
             with self.accelerator.autocast():
                 logits = self.model(input_ids=full.input_ids, attention_mask=full.attention_mask).logits
-            token_loss, mask = next_token_loss(logits, full)  # (B, T-1) each
+            token_loss, mask = next_token_loss(logits, full.input_ids, full.loss_mask)  # (B, T-1) each
             offset = 0
             for i in group:
                 rows = slice(offset, offset + len(parts[i]))
@@ -245,29 +221,48 @@ class Trainer:
                 offset += len(parts[i])
         task_view, replay_views = views[0], iter(views[1:])
         terms = {"task": task_view.mean_loss()}
-        for method, extra in zip(self.methods, extras, strict=True):
-            terms |= method.loss_terms(self.raw, task_view, next(replay_views) if extra is not None else None)
+        for i, method, extra in zip(self.order, self.hooked, extras, strict=True):
+            own = method.loss_terms(self.raw, task_view, next(replay_views) if extra is not None else None)
+            terms |= {f"{self.labels[i]}.{name}": value for name, value in own.items()}  # unique keys
         loss = sum(terms.values())
         if not torch.isfinite(loss):
-            where = f"task {self.progress.task + 1} step {self.progress.step + 1}"
-            raise DivergenceError(
-                f"the loss became {loss.item()} at {where} (try a lower learning rate); "
-                "the last checkpoint is kept"
-            )
-        self.accelerator.backward(loss)
-        if self.cfg.train.grad_clip:
-            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+            raise DivergenceError(self.divergence_message(loss.item()))
+        optimizer_step(self.accelerator, loss, self.optimizer, self.model, self.cfg.train.grad_clip)
         return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
 
+    def divergence_message(self, loss: float) -> str:
+        where = f"task {self.progress.task + 1} step {self.progress.step + 1}"
+        ckpt = self.run_dir.latest_checkpoint()
+        kept = (
+            f"the last checkpoint ({ckpt.name}) is kept: lifelong run --resume {self.run_dir.path}"
+            if ckpt
+            else "no checkpoint was written yet"
+        )
+        return f"the loss became {loss} at {where} (try a lower learning rate); {kept}"
+
     # -------------------------------------------------------------- outputs
-    def evaluate(self, task: int, step: int) -> list[float]:
+    def score(self, model: torch.nn.Module, route=None) -> tuple[list[float], dict, float]:
+        """Every task's score for `model` (inside `route(j)` for task j; none: as it is), the metrics'
+        details, and the seconds it took."""
         start = time.perf_counter()
         t = self.cfg.train
         details: dict[str, dict[str, float]] = {}
-        scores = evaluate_stream(self.raw, self.data, t.eval_batch_size, t.eval_examples, self.route, details)
-        self.progress.eval_seconds += time.perf_counter() - start
+        route = route or (lambda task_index: nullcontext())
+        scores = evaluate_stream(model, self.data, t.eval_batch_size, t.eval_examples, route, details)
+        return scores, details, time.perf_counter() - start
+
+    def evaluate(self, task: int, step: int) -> list[float]:
+        return self.record_eval(task, step, *self.score(self.raw, self.route))
+
+    def record_eval(
+        self, task: int, step: int, scores: list[float], details: dict, seconds: float
+    ) -> list[float]:
+        """Log one evaluation of the stream (`task` -1: the initial model) and return its scores."""
+        t = self.cfg.train
+        self.progress.eval_seconds += seconds
+        if bad := [n for n, v in zip(self.task_names, scores, strict=True) if not math.isfinite(v)]:
+            where = "the initial model" if task < 0 else f"task {task + 1} step {step}"
+            warn(f'the evaluation of {", ".join(bad)} at {where} diverged (score nan/inf, written as "nan")')
         global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
         if self.accelerator.is_main_process:
             record = {"global_step": global_step, "task": task, "step": step, "scores": scores}
@@ -275,11 +270,12 @@ class Trainer:
         if self.cfg.tracking:
             named = {f"eval/{name}": score for name, score in zip(self.task_names, scores, strict=True)}
             self.accelerator.log(named, step=global_step)
+        self.report(task, step, scores)
         return scores
 
     def route(self, task_index: int) -> AbstractContextManager[None]:
         """Every method's weights for scoring task `task_index` (e.g. that task's adapter)."""
-        return route_methods(self.methods, task_index, self.raw)
+        return route_methods(self.hooked, task_index, self.raw)
 
     def log_step(self, t, step, terms, batch, extras, elapsed, bar, bar_task) -> None:
         tokens = int(batch.attention_mask.sum()) + sum(
@@ -298,6 +294,7 @@ class Trainer:
         if self.cfg.tracking:
             self.accelerator.log({f"train/{k}": v for k, v in record.items()}, step=record["global_step"])
         bar.update(bar_task, advance=1, loss=terms["loss"], tps=record["tokens_per_s"])
+        self.last_loss = terms["loss"]
 
     def checkpoint(self, tag: str) -> None:
         if self.accelerator.is_main_process:
@@ -319,52 +316,22 @@ class Trainer:
     def progress_bar(self):
         return progress_bar(enabled=self.show_progress and self.accelerator.is_main_process)
 
-
-def progress_bar(enabled: bool, *extra_fields: str):
-    """A rich progress bar of steps with the loss and tokens/s (fields `loss`, `tps`), and each of
-    `extra_fields` shown as it is."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("{task.fields[tps]:,.0f} tok/s"),
-        TimeRemainingColumn(),
-        *(TextColumn(f"{{task.fields[{name}]}}") for name in extra_fields),
-        disable=not enabled,
-        transient=True,
-    )
+    def report(self, task: int, step: int, scores: list[float]) -> None:
+        """Off a terminal (no live bars there), a line per finished evaluation."""
+        if self.show_progress and self.accelerator.is_main_process and not on_terminal():
+            elapsed = self.progress.train_seconds + self.progress.eval_seconds
+            where = stream_position(task, len(self.data), step)
+            print_line(eval_line(self.cfg.name, where, self.last_loss, scores, elapsed))
 
 
-TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
-
-
-def check_trackers(trackers: list[str]) -> None:
-    import importlib.util
-
-    for name in trackers:
-        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
-            raise UserError(f"tracking with {name} needs its package: pip install {TRACKER_PACKAGES[name]}")
-
-
-def flat_config(cfg: RunConfig) -> dict[str, str | int | float | bool]:
-    """The config as flat scalars, the form experiment trackers accept as hyperparameters."""
-    out: dict[str, str | int | float | bool] = {}
-
-    def walk(prefix: str, value) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        elif isinstance(value, list):
-            for i, v in enumerate(value):
-                walk(f"{prefix}.{i}", v)
-        elif value is not None:
-            out[prefix] = value if isinstance(value, str | int | float | bool) else str(value)
-
-    walk("", cfg.model_dump(mode="json"))
-    return out
+def method_labels(names: list[str]) -> list[str]:
+    """Each method's name, numbered (`l2_1`, `l2_2`) when the list holds it more than once."""
+    seen: dict[str, int] = {}
+    labels = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(f"{name}_{seen[name]}" if names.count(name) > 1 else name)
+    return labels
 
 
 def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
@@ -379,6 +346,21 @@ def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
 
 
 def resume(path: str | Path, cfg: RunConfig | None = None, show_progress: bool = True) -> RunResult:
-    """Continue the run in `path` from its newest checkpoint (or from the start if it has none)."""
+    """Continue the run in `path` from its newest checkpoint (or from the start if it has none). A
+    finished run is returned as it is: nothing is trained or written again."""
     run_dir, cfg = RunDir.open(Path(path), cfg)
+    if run_dir.finished:
+        return finished_result(run_dir, cfg)
     return Trainer(cfg, run_dir, resume=True, show_progress=show_progress).run()
+
+
+def finished_result(run_dir: RunDir, cfg: RunConfig) -> RunResult:
+    """The result of a finished run, read from its last checkpoint and matrix.json."""
+    ckpt = run_dir.latest_checkpoint()
+    if ckpt is None:
+        raise UserError(
+            f"{str(run_dir.path)!r} is finished but holds no checkpoint to read its progress from"
+        )
+    progress = Progress(**read_json(ckpt / "progress.json", "checkpoint file"))
+    tasks = read_json(run_dir.path / "matrix.json", "results file")["tasks"]
+    return RunResult(run_dir.path, cfg, progress, tasks)

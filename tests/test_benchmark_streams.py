@@ -13,6 +13,7 @@ import pytest
 
 from lifelong.config import stream_config
 from lifelong.data import builtin_streams
+from lifelong.data.registry import describe_stream
 from lifelong.data.scenarios.benchmarks import (
     CLASSIFICATION_SETS,
     ORDERS,
@@ -21,7 +22,6 @@ from lifelong.data.scenarios.benchmarks import (
 )
 from lifelong.data.task import Example
 from lifelong.errors import UserError
-from lifelong.report import describe_stream
 
 PER_CLASS = 8  # rows of every class in each local training split (test splits: 4)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import lifelong
 from lifelong.config import parse_config
@@ -12,7 +14,7 @@ from lifelong.data.batching import encode_stream
 from lifelong.data.toy import toy_stream
 from lifelong.methods import MethodContext, build_method
 from lifelong.methods.joint import JointConfig
-from lifelong.methods.replay import ReservoirBuffer
+from lifelong.methods.replay import ReplayBuffer, balanced_quotas
 from lifelong.methods.self_replay import SelfReplayConfig, samples_batch
 from lifelong.models import build_preset, build_tokenizer
 from lifelong.seeding import generator
@@ -98,8 +100,8 @@ def test_self_replay_samples_earlier_tasks_from_the_frozen_copy_full_length():
 def test_kl_from_the_sampling_logits_equals_kl_from_a_teacher_forward(monkeypatch):
     """With loss: kl, pi's logits kept while sampling replace a teacher forward over the replay rows."""
     import lifelong.methods.self_replay as self_replay_module
+    from lifelong.losses import next_token_loss
     from lifelong.methods.base import Forward
-    from lifelong.train import next_token_loss
 
     losses = {}
     for limit in (2**26, 0):  # 0: nothing is cached, the teacher runs a forward
@@ -112,8 +114,8 @@ def test_kl_from_the_sampling_logits_equals_kl_from_a_teacher_forward(monkeypatc
         replay = method.replay_batch(1, 0, model).trimmed()
         assert (method.batch_logits is not None) == (limit > 0)
         logits = model(input_ids=replay.input_ids, attention_mask=replay.attention_mask).logits
-        token_loss, mask = next_token_loss(logits, replay)
-        losses[limit] = method.loss_terms(model, None, Forward(replay, logits, token_loss, mask))["replay_kl"]
+        token_loss, mask = next_token_loss(logits, replay.input_ids, replay.loss_mask)
+        losses[limit] = method.loss_terms(model, None, Forward(replay, logits, token_loss, mask))["kl"]
     assert losses[0] > 0
     torch.testing.assert_close(losses[2**26], losses[0], rtol=1e-4, atol=1e-6)
 
@@ -143,29 +145,52 @@ def test_self_replay_state_round_trips():
     )
 
 
-def test_reservoir_buffer_is_a_uniform_sample_of_everything_offered():
-    stream = toy_stream(tasks=["add", "modadd"], n_digits=2, n_train=400, seed=0)
+def test_reservoir_buffer_keeps_tasks_in_proportion_to_their_size():
+    """`balanced: false`: one reservoir over every row offered, so sort's 100 rows next to addition's
+    1,200 fill about 100/1300 of it (the balanced default would give each task half)."""
+    stream = toy_stream(tasks=["add", "sort"], n_digits=2, n_train=1200, seed=0)
     tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
     data = encode_stream(stream, tok, 16)
-    buffer = ReservoirBuffer(200, generator(0, "test"))
+    assert [len(t.train) for t in data.tasks] == [1200, 100]
+    buffer = ReplayBuffer(200, generator(0, "test"), balanced=False)
     for i, task in enumerate(data.tasks):
         buffer.add(task.train, i)
-    assert len(buffer) == 200 and buffer.seen == 800
-    first_tokens = torch.stack([row[0] for row in buffer.rows])
-    share_task1 = (first_tokens == data.tasks[0].prefix[0]).float().mean().item()
-    assert 0.35 < share_task1 < 0.65  # both tasks are represented about equally
+    assert len(buffer) == 200 and buffer.seen == 1300
+    share_sort = buffer.tasks.count(1) / len(buffer)
+    assert 0.02 < share_sort < 0.15  # 100 / 1300 = 0.077
+    first_tokens = [int(row[0]) for row in buffer.rows]
+    assert first_tokens == [data.tasks[t].prefix[0] for t in buffer.tasks]  # each row's own task
     batch, tasks = buffer.sample(32, data.prefix_len, data.pad_id, "sequence")
-    assert tasks == [
-        0 if row[0] == data.tasks[0].prefix[0] else 1 for row in batch.input_ids
-    ]  # each row's task
+    assert [int(row[0]) for row in batch.input_ids] == [data.tasks[t].prefix[0] for t in tasks]
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_buffer_never_holds_more_than_its_capacity(balanced):
+    """Capacity 2 over 5 tasks: 2 rows (the balanced quota once gave every task one slot: 5 rows)."""
+    stream = toy_stream(tasks=["add", "reverse", "sort", "modadd", "add"][:4], n_digits=1, seed=0)
+    tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
+    data = encode_stream(stream, tok, 16)
+    buffer = ReplayBuffer(2, generator(0, "cap"), balanced=balanced)
+    for i in range(5):
+        buffer.add(data.tasks[i % 4].train, i)
+        assert len(buffer) <= 2
+    assert len(buffer) == 2
+
+
+@given(capacity=st.integers(1, 5000), n_tasks=st.integers(1, 60))
+def test_balanced_quotas_fill_the_capacity_evenly_and_only_shrink(capacity, n_tasks):
+    quotas = balanced_quotas(capacity, n_tasks)
+    assert sum(quotas) == capacity
+    assert max(quotas) - min(quotas) <= 1
+    assert all(q <= p for q, p in zip(balanced_quotas(capacity, n_tasks + 1), quotas, strict=False))
 
 
 def test_balanced_buffer_gives_each_task_an_equal_share_whatever_its_size():
     stream = toy_stream(tasks=["add", "sort"], n_digits=2, n_train=2000, seed=0)  # 2000 vs 100 rows
     tok = build_tokenizer(stream.vocabulary, [t.token for t in stream.tasks])
     data = encode_stream(stream, tok, 16)
-    balanced = ReservoirBuffer(100, generator(0, "b"))
-    proportional = ReservoirBuffer(100, generator(0, "p"), balanced=False)
+    balanced = ReplayBuffer(100, generator(0, "b"))
+    proportional = ReplayBuffer(100, generator(0, "p"), balanced=False)
     for buffer in (balanced, proportional):
         for i, task in enumerate(data.tasks):
             buffer.add(task.train, i)
@@ -175,7 +200,7 @@ def test_balanced_buffer_gives_each_task_an_equal_share_whatever_its_size():
     rows = {tuple(r.tolist()) for r in balanced.rows}
     assert len(rows) == 100  # sampled without replacement
     state = balanced.state_dict("b.")
-    again = ReservoirBuffer(100, generator(1, "other"))
+    again = ReplayBuffer(100, generator(1, "other"))
     again.load_state_dict(state, "b.")
     assert again.tasks == balanced.tasks and all(
         torch.equal(a, b) for a, b in zip(again.rows, balanced.rows, strict=True)

@@ -21,6 +21,7 @@ from lifelong.data.batching import encode_stream
 from lifelong.data.toy import toy_stream
 from lifelong.errors import UserError
 from lifelong.evaluate import evaluate_stream
+from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method
 from lifelong.methods.base import Compatibility, check_compatible
 from lifelong.methods.lamol import LamolConfig
@@ -29,9 +30,9 @@ from lifelong.methods.mole import MoleConfig
 from lifelong.methods.replay import replay_loss
 from lifelong.methods.self_replay import SelfReplayConfig, samples_batch, teacher_logits_by_position
 from lifelong.models import build_preset, build_tokenizer
-from lifelong.run import RunDir
+from lifelong.rundir import RunDir
 from lifelong.sampling import generate
-from lifelong.train import Trainer, next_token_loss
+from lifelong.train import Trainer
 from tests.conftest import small_config_dict
 from tests.test_methods import MODEL, STREAM, TRAIN, fgt, run_method
 from tests.test_methods_architecture import composed, nudge
@@ -163,8 +164,8 @@ def test_self_replay_samples_and_distils_each_earlier_task_with_its_adapter(monk
             assert torch.equal(replay.chunk_logits, teacher_logits_by_position(prompts, logits))
 
         out = model(input_ids=replay_rows.input_ids, attention_mask=replay_rows.attention_mask).logits
-        view = Forward(replay_rows, out, *next_token_loss(out, replay_rows))
-        losses[limit] = replay.loss_terms(model, None, view)["replay_kl"]
+        view = Forward(replay_rows, out, *next_token_loss(out, replay_rows.input_ids, replay_rows.loss_mask))
+        losses[limit] = replay.loss_terms(model, None, view)["kl"]
     torch.testing.assert_close(losses[2**26], losses[0], rtol=1e-4, atol=1e-6)
     unrouted = replay_loss("kl", view, pi)  # every row read with pi's task-3 adapter
     assert abs(unrouted.item() - losses[0].item()) > 1e-3
@@ -211,8 +212,8 @@ def test_olora_overlap_falls_during_training(tmp_path):
         show_progress=False,
     )
     log = [json.loads(line) for line in (result.path / "train_log.jsonl").read_text().splitlines()]
-    assert all("loss_olora" not in r for r in log if r["task"] == 0)  # no earlier adapter yet
-    overlap = [r["loss_olora"] for r in log if r["task"] == 1]
+    assert all("loss_olora.overlap" not in r for r in log if r["task"] == 0)  # no earlier adapter yet
+    overlap = [r["loss_olora.overlap"] for r in log if r["task"] == 1]
     assert len(overlap) == 40 and overlap[0] > 0
     assert sum(overlap[-5:]) / 5 < 0.5 * overlap[0]
 
@@ -281,11 +282,8 @@ def test_incompatible_method_lists_are_refused():
     assert "both add weights" in check_compatible(
         [("expand", Compatibility(kind="expansion")), ("lora", adapter)]
     )
-    on_adapters = Compatibility(full_finetuning=False)
-    assert "needs an adapter method" in check_compatible([("adapter_reg", on_adapters)])
-    assert check_compatible([("adapter_reg", on_adapters), ("lora", adapter)]) is None
-    assert "cannot run with" in check_compatible(
-        [("lora", adapter), ("full_only", Compatibility(adapters=False))]
-    )
+    rows = Compatibility(supplies_examples=True)
+    assert "both replace the training rows" in check_compatible([("joint", rows), ("joint", rows)])
+    assert check_compatible([("joint", rows), ("lora", adapter)]) is None
     with pytest.raises(UserError, match="methods lora and mole both add weights"):
         parse_config({"methods": ["lora", "mole"]})

@@ -30,7 +30,7 @@ from lifelong.methods.prefix_tuning import PrefixTuningConfig
 from lifelong.methods.prompt_tuning import PromptTuningConfig
 from lifelong.methods.self_replay import SelfReplayConfig, samples_batch
 from lifelong.models import build_preset, build_tokenizer
-from lifelong.run import RunDir
+from lifelong.rundir import RunDir
 from lifelong.sampling import generate
 from lifelong.train import Trainer
 from tests.conftest import small_config_dict
@@ -333,7 +333,7 @@ def test_a_killed_run_resumes_mid_task_to_the_same_numbers(tmp_path, methods):
 
 @pytest.mark.parametrize("arch", ["expand", "prompt_tuning", "prefix_tuning", "adapters"])
 def test_architecture_methods_do_not_combine_with_lora(arch, tmp_path, write_config, monkeypatch, capsys):
-    assert method_entry(arch).method_cls.compatibility.changes_weights_layout
+    assert method_entry(arch).method_cls.compatibility.architecture
     with pytest.raises(UserError, match=f"methods {arch} and lora both add weights"):
         parse_config({"methods": [arch, "lora"]})
     path = write_config(small_config_dict(tmp_path, methods=[arch, "lora"]))

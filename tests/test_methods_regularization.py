@@ -11,6 +11,7 @@ import lifelong
 from lifelong.config import parse_config
 from lifelong.data.batching import encode_stream
 from lifelong.data.toy import toy_stream
+from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method
 from lifelong.methods.ewc import EWCConfig, diagonal_fisher
 from lifelong.methods.feature_reg import FeatureRegConfig
@@ -20,8 +21,7 @@ from lifelong.methods.lwf import LwFConfig
 from lifelong.methods.replay import ReplayConfig, replay_loss
 from lifelong.methods.self_replay import SelfReplayConfig
 from lifelong.models import build_preset, build_tokenizer
-from lifelong.run import load_tensors_and_scalars, save_tensors_and_scalars
-from lifelong.train import next_token_loss
+from lifelong.rundir import load_tensors_and_scalars, save_tensors_and_scalars
 from tests.conftest import small_config_dict
 from tests.test_methods import MODEL, STREAM, TRAIN
 
@@ -43,7 +43,7 @@ def setup(method_cfg, tasks=("add", "reverse"), seed=0):
 def forward(model, batch) -> Forward:
     """The training forward as `Trainer.step` makes it (one group, task rows only)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    token_loss, mask = next_token_loss(logits, batch)
+    token_loss, mask = next_token_loss(logits, batch.input_ids, batch.loss_mask)
     return Forward(batch, logits, token_loss, mask)
 
 
@@ -77,13 +77,13 @@ def test_l2_is_zero_at_the_anchor_and_coef_times_the_squared_drift():
     method.before_task(0, model)
     assert terms(method, model, batch) == {}  # nothing to keep during the first task
     method.before_task(1, model)
-    assert terms(method, model, batch)["l2"].item() == 0.0
+    assert terms(method, model, batch)["penalty"].item() == 0.0
     delta = torch.zeros_like(model.lm_head.weight)
     delta[3] = 0.1
     with torch.no_grad():
         model.lm_head.weight.add_(delta)  # tied to the embedding: one parameter
     expected = 0.5 * (delta**2).sum().item()
-    assert terms(method, model, batch)["l2"].item() == pytest.approx(expected, rel=1e-4)
+    assert terms(method, model, batch)["penalty"].item() == pytest.approx(expected, rel=1e-4)
 
 
 # ------------------------------------------------------------------------------ ewc
@@ -105,7 +105,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_faster_along_high_fisher_we
     method, model, data = ewc_after_first_task()
     assert all(p.grad is None for p in model.parameters())  # the Fisher pass leaves .grad clean
     batch = some_rows(data)
-    assert terms(method, model, batch)["ewc"].item() == 0.0
+    assert terms(method, model, batch)["penalty"].item() == 0.0
     fisher = flat(method.fisher)
     high, low = int(fisher.argmax()), int(fisher.argmin())
     assert fisher[high] > 100 * fisher[low]
@@ -115,7 +115,7 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_faster_along_high_fisher_we
         params[index] += step
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(params, method.params)
-        value = terms(method, model, batch)["ewc"].item()
+        value = terms(method, model, batch)["penalty"].item()
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(flat(method.anchor), method.params)
         return value
@@ -128,18 +128,25 @@ def test_ewc_penalty_is_zero_at_the_anchor_and_grows_faster_along_high_fisher_we
     assert penalty_after_step(high, 2 * step) == pytest.approx(4 * penalty_after_step(high, step), rel=1e-3)
 
 
-def test_ewc_fisher_is_the_mean_squared_per_example_gradient():
+def test_ewc_fisher_is_the_mean_squared_gradient_of_each_rows_log_likelihood():
+    """The Fisher of the distribution over whole rows: the gradient of a row's summed token loss (its
+    negative log-likelihood), not of its per-token mean, which would scale F by 1/length^2."""
     method, model, data = setup(EWCConfig(fisher_rows=3))
     train = data.tasks[0].train
     rows = torch.tensor([0, 5, 9])
     fisher = diagonal_fisher(model, method_params := list(model.parameters()), train, rows, 1, method.ctx)
     expected = [torch.zeros_like(p) for p in method_params]
+    per_token = [torch.zeros_like(p) for p in method_params]
     for r in rows:
-        model.zero_grad()
-        forward(model, train.batch(r.view(1))).mean_loss().backward()
-        for e, p in zip(expected, method_params, strict=True):
-            e += p.grad**2 / len(rows)
-    assert all(torch.allclose(f, e, atol=1e-10) for f, e in zip(fisher, expected, strict=True))
+        view = forward(model, train.batch(r.view(1)))
+        for loss, out in ((view.token_loss.sum(), expected), (view.mean_loss(), per_token)):
+            grads = torch.autograd.grad(loss, method_params, retain_graph=True)
+            for e, g in zip(out, grads, strict=True):
+                e += g**2 / len(rows)
+    assert all(torch.allclose(f, e, rtol=1e-5, atol=1e-10) for f, e in zip(fisher, expected, strict=True))
+    lengths = train.lengths[rows] - train.prefix_len  # predicted positions of each row
+    assert lengths.min() > 1  # so the two estimators differ
+    assert not all(torch.allclose(f, e, rtol=1e-3) for f, e in zip(fisher, per_token, strict=True))
 
 
 def test_ewc_fisher_accumulates_with_decay():
@@ -158,11 +165,11 @@ def test_ewc_state_round_trips(tmp_path):
     method, model, data = ewc_after_first_task()
     nudge(model)
     batch = some_rows(data)
-    expected = terms(method, model, batch)["ewc"].item()
+    expected = terms(method, model, batch)["penalty"].item()
     assert expected > 0
     fresh, _, _ = setup(EWCConfig(strength=2.0, fisher_rows=16))
     fresh.load_state_dict(through_checkpoint(method.state_dict(), tmp_path), model)
-    assert terms(fresh, model, batch)["ewc"].item() == expected
+    assert terms(fresh, model, batch)["penalty"].item() == expected
 
 
 # ---------------------------------------------------------------- lwf, feature_reg
@@ -207,11 +214,11 @@ def test_lwf_old_prefix_distils_the_new_rows_under_an_earlier_tasks_token(tmp_pa
     new_rows = {tuple(r.tolist()) for r in data.tasks[2].train.ids[:, p:width]}
     assert all(tuple(r[p:].tolist()) in new_rows for r in rows.input_ids)  # the new task's own rows
     task_view = forward(model, some_rows(data, 2))
-    assert method.loss_terms(model, task_view, forward(model, rows))["lwf"].item() == pytest.approx(
+    assert method.loss_terms(model, task_view, forward(model, rows))["kl"].item() == pytest.approx(
         0, abs=1e-7
     )
     nudge(model, scale=0.02)
-    assert method.loss_terms(model, task_view, forward(model, rows))["lwf"].item() > 1e-4
+    assert method.loss_terms(model, task_view, forward(model, rows))["kl"].item() > 1e-4
     fresh, _, _ = setup(LwFConfig(inputs="old_prefix", replay_fraction=0.5), tasks=("add", "sort", "reverse"))
     fresh.load_state_dict(state, model)
     assert torch.equal(fresh.replay_batch(2, 0, model).input_ids, rows.input_ids)
@@ -226,9 +233,9 @@ def test_feature_reg_reads_the_training_forward_through_a_hook():
     with torch.no_grad():
         model(input_ids=wide.input_ids, attention_mask=wide.attention_mask)  # evaluation: not kept
     assert method.student_out == []
-    hooked = terms(method, model, batch)["feature_reg"]
+    hooked = terms(method, model, batch)["mse"]
     assert method.student_out == []  # read once per step
-    own_forward = method.loss_terms(model, _view(batch), None)["feature_reg"]
+    own_forward = method.loss_terms(model, _view(batch), None)["mse"]
     assert own_forward.item() == pytest.approx(hooked.item(), rel=1e-6)
     with torch.no_grad():
         states = model(input_ids=batch.input_ids, output_hidden_states=True).hidden_states
@@ -289,7 +296,7 @@ def test_lamol_pool_holds_samples_of_each_earlier_task_fixed_for_the_task(tmp_pa
         replay = method.replay_batch(2, step, model)
         assert len(replay) == 4 and all(tuple(r.tolist()) in rows for r in replay.input_ids)
         replay_view = forward(model, replay)
-        assert method.loss_terms(model, forward(model, some_rows(data)), replay_view)["lamol"] > 0
+        assert method.loss_terms(model, forward(model, some_rows(data)), replay_view)["ntp"] > 0
     nudge(model)  # the model drifts during the task: the pool does not change
     assert method.pool is pool and torch.equal(pool.input_ids, ids)
 
@@ -341,7 +348,7 @@ LWF_DOES_NOT_HELP = (
 @pytest.mark.parametrize(
     "method",
     [
-        {"name": "ewc", "strength": 1.0e6},
+        {"name": "ewc", "strength": 2.0e4},
         pytest.param(
             {"name": "lwf", "coef": 1.0, "temperature": 2.0},
             marks=pytest.mark.xfail(strict=True, reason=LWF_DOES_NOT_HELP),
@@ -396,4 +403,4 @@ def test_feature_reg_composes_with_prompt_tuning(tmp_path, target):
     data = small_config_dict(tmp_path, model=MODEL, train={"steps_per_task": 3}, methods=methods)
     result = lifelong.run(parse_config(data), show_progress=False)
     log = [line for line in (result.path / "train_log.jsonl").read_text().splitlines() if '"task": 1' in line]
-    assert log and all('"loss_feature_reg"' in line for line in log)
+    assert log and all('"loss_feature_reg.' in line for line in log)

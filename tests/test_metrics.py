@@ -22,8 +22,15 @@ approx = pytest.approx
 # ---------------------------------------------------------------- hand-computed
 
 
-def test_metric_names():
-    assert METRIC_NAMES == ("AA", "AIA", "FGT", "BWT", "FWD")
+def test_summary_holds_each_metric_by_name_with_its_own_value():
+    acc, base = [[0.9, 0.1, 0.2], [0.5, 0.8, 0.3], [0.4, 0.6, 0.7]], [0.1, 0.05, 0.2]
+    out = summary(acc, base)
+    assert tuple(out) == METRIC_NAMES
+    assert out["AA"] == approx((0.4 + 0.6 + 0.7) / 3)
+    assert out["AIA"] == approx((0.9 + (0.5 + 0.8) / 2 + (0.4 + 0.6 + 0.7) / 3) / 3)
+    assert out["FGT"] == approx(((0.9 - 0.4) + (0.8 - 0.6)) / 2)
+    assert out["BWT"] == approx(((0.4 - 0.9) + (0.6 - 0.8)) / 2)
+    assert out["FWD"] == approx(((0.1 - 0.05) + (0.3 - 0.2)) / 2)
 
 
 def test_one_task():

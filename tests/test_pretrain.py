@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -27,8 +28,8 @@ from lifelong.pretrain import (
     Pretrainer,
     PretrainInterrupted,
     builtin_pretrain_configs,
+    not_padding,
     pretrain,
-    shifted_labels,
     train_tokenizer,
 )
 from tests.conftest import small_config_dict
@@ -113,8 +114,8 @@ def test_pack_rows_start_with_the_source_token():
     assert rows.tolist() == [[3, 5, 6, 7, 1], [3, 8, 1, 9, 10], [3, 11, 12, 13, 1]]
     padded = pack(docs[:2], source_id=3, eos_id=1, length=5, pad_id=0)
     assert padded.tolist() == [[3, 5, 6, 7, 1], [3, 8, 1, 0, 0]]
-    labels = shifted_labels(padded.long(), pad_id=0)  # the next token; -100: nothing to predict
-    assert labels.tolist() == [[5, 6, 7, 1, -100], [8, 1, -100, -100, -100]]
+    mask = not_padding(padded.long(), pad_id=0)[:, 1:]  # which next tokens the held-out loss counts
+    assert mask.tolist() == [[True, True, True, True], [True, True, False, False]]
 
 
 def test_rows_of_two_sources_each_start_with_their_token(tmp_path, home):
@@ -281,3 +282,21 @@ def test_changed_config_before_any_checkpoint_starts_over(tmp_path, home):
     changed = Pretrainer(PretrainConfig.model_validate(tiny_config(tmp_path, lr=1e-3)), show_progress=False)
     saved = json.loads((home / "tiny-base.work" / "config.json").read_text())
     assert saved["config"]["train"]["lr"] == 1e-3 and changed.progress.step == 0
+
+
+def test_piped_output_has_a_line_per_held_out_evaluation(tmp_path, write_config):
+    path = write_config(tiny_config(tmp_path, tokens_per_parameter=0.5, eval_every=10))  # 41 steps
+    env = {**os.environ, "LIFELONG_HOME": str(tmp_path / "home")}
+    cmd = [sys.executable, "-m", "lifelong.cli", "pretrain", str(path)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = re.compile(
+        r"^tiny-base: step (\d+)/(\d+) loss \d+\.\d{3} scores stories \d+\.\d{3} elapsed \dm\d\ds$"
+    )
+    found = [m for text in done.stdout.splitlines() if (m := line.match(text))]
+    total = int(found[-1].group(2))
+    assert [int(m.group(1)) for m in found] == [*range(10, total, 10), total]  # every eval_every, the end
+    evals = (tmp_path / "home" / "models" / "tiny-base" / "evals.jsonl").read_text().splitlines()
+    assert len(evals) == len(found)
+    last = json.loads(evals[-1])["held_out_loss"]["stories"]
+    assert f" scores stories {last:.3f} elapsed " in found[-1].group(0)  # the final held-out loss

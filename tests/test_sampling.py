@@ -4,8 +4,9 @@ sampling depends only on the generator, stop tokens fill the rest of the row."""
 import pytest
 import torch
 
+from lifelong.data.batching import pad_rows
 from lifelong.models import build_preset
-from lifelong.sampling import generate, left_pad
+from lifelong.sampling import generate
 
 VOCAB, MAX_LEN, PAD = 40, 48, 0
 SMALL = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
@@ -45,8 +46,8 @@ def naive_greedy(model, prompt, n):
     return out
 
 
-def test_left_pad():
-    ids, mask = left_pad([[1, 2, 3], [4]], pad_id=9)
+def test_prompts_are_left_padded():
+    ids, mask = pad_rows([[1, 2, 3], [4]], pad_id=9, side="left")
     assert ids.tolist() == [[1, 2, 3], [9, 9, 4]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 

@@ -11,6 +11,11 @@ import torch
 
 import lifelong
 from lifelong.config import TrainConfig
+from lifelong.data import build_stream
+from lifelong.data.batching import BatchSchedule, encode_stream
+from lifelong.losses import next_token_loss
+from lifelong.models import load_for_run
+from lifelong.seeding import seed_everything
 from lifelong.train import lr_factor
 
 
@@ -70,8 +75,8 @@ def test_optimizer_reset_and_rewarm_change_the_numbers(small_config):
     kept = lifelong.run(small_config(name="kept", train={"reset_optimizer": False}), show_progress=False)
     assert base.progress.matrix[0] == kept.progress.matrix[0]  # task 1 is identical
     # Adam's moments carried over from task 1 change task 2's updates (its first loss is the same)
-    assert base.progress.matrix[1] != kept.progress.matrix[1] or _losses(base)[7:] != _losses(kept)[7:]
     assert _losses(base)[:7] == _losses(kept)[:7]
+    assert _losses(base)[7] != _losses(kept)[7]  # the second update of task 2 reads the moments
 
 
 def _losses(result) -> list[float]:
@@ -92,12 +97,31 @@ def test_divergence_stops_the_task_with_a_clear_message(tmp_path, write_config, 
 
 
 def test_target_only_loss_reads_fewer_tokens(small_config):
-    seq = lifelong.run(small_config(name="seq"), show_progress=False)
-    tgt = lifelong.run(small_config(name="tgt", train={"loss_on": "target"}), show_progress=False)
-    first = lambda r: json.loads((r.path / "train_log.jsonl").read_text().splitlines()[0])["task"]  # noqa: E731
-    assert first(seq) == first(tgt) == 0
-    loss = lambda r: json.loads((r.path / "train_log.jsonl").read_text().splitlines()[0])["loss"]  # noqa: E731
-    assert loss(seq) != loss(tgt)
+    """`loss_on: target` counts the answer tokens only (and the eos), `sequence` every token after the
+    task prefix; the first logged loss of each run is the initial model's mean over exactly those."""
+    cfg = small_config()
+    stream = build_stream(cfg.stream, cfg.seed)
+    seed_everything(cfg.seed)  # as the run does before it builds the model
+    model, tokenizer, max_length = load_for_run(cfg.model, stream)
+    data = encode_stream(stream, tokenizer, max_length).tasks[0].train
+    rows = BatchSchedule(len(data), cfg.train.batch_size, cfg.seed, 0).rows(0)
+    counted = {}
+    for loss_on in ("sequence", "target"):
+        batch = data.batch(rows, loss_on)
+        counted[loss_on] = int(batch.loss_mask.sum())
+        lengths, starts = data.lengths[rows], data.target_start[rows]
+        first = starts if loss_on == "target" else torch.full_like(starts, data.prefix_len)
+        assert counted[loss_on] == int((lengths - first).sum())
+    assert 0 < counted["target"] < counted["sequence"]
+    for loss_on in ("sequence", "target"):
+        result = lifelong.run(small_config(name=loss_on, train={"loss_on": loss_on}), show_progress=False)
+        first_loss = json.loads((result.path / "train_log.jsonl").read_text().splitlines()[0])["loss_task"]
+        batch = data.batch(rows, loss_on)
+        with torch.no_grad():
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        token_loss, mask = next_token_loss(logits, batch.input_ids, batch.loss_mask)
+        assert int(mask.sum()) == counted[loss_on]
+        assert first_loss == pytest.approx(float(token_loss.sum() / mask.sum()), rel=1e-4)
 
 
 def test_tensorboard_tracking_writes_event_files(small_config):
@@ -134,7 +158,7 @@ def test_rows_of_different_widths_in_separate_passes_give_the_same_step(small_co
     import lifelong.train as train_module
     from lifelong.data.batching import Batch
     from lifelong.methods.replay import frozen_copy
-    from lifelong.run import RunDir
+    from lifelong.rundir import RunDir
 
     def one_step(groups_fn, name):
         monkeypatch.setattr(train_module, "forward_groups", groups_fn)
@@ -165,3 +189,43 @@ def test_rows_of_different_widths_in_separate_passes_give_the_same_step(small_co
         assert split[key] == pytest.approx(joint[key], rel=1e-5, abs=1e-6)
     for a, b in zip(split_params, joint_params, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resuming_a_finished_run_returns_it_and_writes_nothing(small_config):
+    result = lifelong.run(small_config(), show_progress=False)
+    files = lambda: {p: p.read_bytes() for p in result.path.rglob("*") if p.is_file()}  # noqa: E731
+    before = files()
+    again = lifelong.resume(result.path, show_progress=False)
+    assert files() == before
+    assert again.progress.matrix == result.progress.matrix and again.task_names == result.task_names
+
+
+def test_a_diverged_score_is_kept_apart_from_an_undefined_metric(small_config, monkeypatch, capsys):
+    """A NaN score is written as "nan" with a `diverged` entry and a warning, and the metrics it enters
+    are "nan"; an undefined metric (forgetting with one task) stays null."""
+    import lifelong.train as train_module
+
+    real = train_module.evaluate_stream
+    calls = []
+
+    def nan_on_the_last(*args, **kwargs):
+        scores = real(*args, **kwargs)
+        calls.append(1)
+        return [math.nan, *scores[1:]] if len(calls) == 3 else scores  # the row after the 2nd task
+
+    monkeypatch.setattr(train_module, "evaluate_stream", nan_on_the_last)
+    result = lifelong.run(small_config(), show_progress=False)
+    assert "diverged" in capsys.readouterr().err
+
+    def strict(path):  # standard JSON: no NaN token
+        return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{path.name}: {c}"))
+
+    matrix, summary = strict(result.path / "matrix.json"), strict(result.path / "summary.json")
+    assert matrix["rows"][1][0] == "nan" and matrix["diverged"] == [
+        {"after_task": 1, "task": "reverse", "score": "nan"}
+    ]
+    assert summary["metrics"]["FGT"] == "nan" and summary["metrics"]["AA"] == "nan"
+    for line in (result.path / "evals.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(c))
+    one_task = lifelong.summary([[0.5]], [0.1])
+    assert one_task["FGT"] is None and one_task["BWT"] is None and one_task["AA"] == 0.5

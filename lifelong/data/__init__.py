@@ -4,45 +4,14 @@ examples or Hugging Face `datasets`."""
 from __future__ import annotations
 
 import inspect
-import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from lifelong.data.loaders import load_examples
+from lifelong.data.registry import BUILTIN_STREAMS, StreamInfo, register_stream
+from lifelong.data.spec import StreamConfig, TaskSpec
+from lifelong.data.split import seeded_split
 from lifelong.data.task import Example, Stream, Task
 from lifelong.data.toy import toy_stream
 from lifelong.errors import UserError
-from lifelong.seeding import derive_seed
-
-if TYPE_CHECKING:
-    from lifelong.config import StreamConfig, TaskSpec
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """A built-in stream: its builder `make(seed=..., **options) -> Stream`, what `lifelong streams`
-    says of it, and the model and training settings `lifelong run --stream NAME` starts from."""
-
-    make: Callable[..., Stream]
-    source: str  # where the data comes from
-    task_format: str  # what one example looks like
-    metric: str
-    model: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    # Data that is not installed with the package (a hub download, a local copy): `lifelong streams`
-    # then says this instead of building the stream, which could download gigabytes or wait on the hub.
-    needs: str = ""
-
-
-BUILTIN_STREAMS: dict[str, StreamInfo] = {}
-
-
-def register_stream(name: str, info: StreamInfo) -> None:
-    if name in BUILTIN_STREAMS:
-        raise ValueError(f"stream {name!r} is registered twice")
-    BUILTIN_STREAMS[name] = info
-
 
 register_stream(
     "toy",
@@ -86,7 +55,12 @@ def build_stream(cfg: StreamConfig, seed: int) -> Stream:
         raise UserError(
             f"stream {cfg.builtin!r} has no option {unknown[0]!r} (options: {', '.join(sorted(accepted))})"
         )
-    stream = make(seed=seed, **cfg.options)
+    try:
+        stream = make(seed=seed, **cfg.options)
+    except (TypeError, ValueError) as err:  # an option of the wrong type, e.g. n_digits: two
+        raise UserError(f"stream {cfg.builtin!r}: bad options {cfg.options}: {err}") from None
+    if not stream.tasks:
+        raise UserError(f"stream {cfg.builtin!r} has no tasks (options: {cfg.options})")
     if cfg.name:
         stream.name = cfg.name
     return stream
@@ -97,7 +71,7 @@ def build_task(spec: TaskSpec, seed: int) -> Task:
     if spec.eval is not None:
         eval_ = load_examples(spec.eval, spec.kind, f"task {spec.name!r} eval")
     else:
-        train, eval_ = split_examples(train, spec.eval_fraction, derive_seed(seed, "split", spec.name))
+        train, eval_ = split_examples(train, spec.eval_fraction, seed, "split", spec.name)
     for split, rows in (("train", train), ("eval", eval_)):
         if not rows:
             raise UserError(f"task {spec.name!r} has no {split} examples")
@@ -105,15 +79,12 @@ def build_task(spec: TaskSpec, seed: int) -> Task:
 
 
 def split_examples(
-    examples: list[Example], fraction: float, seed: int
+    examples: list[Example], fraction: float, seed: int, *parts: object
 ) -> tuple[list[Example], list[Example]]:
-    """Deterministic held-out split: a seeded shuffle, then the first `fraction` is eval."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
+    """A user file's held-out split: `fraction` of it (at least one example, none of a single one),
+    seeded by (seed, *parts), file order kept on both sides."""
     n_eval = max(1, round(fraction * len(examples))) if len(examples) > 1 else 0
-    eval_idx = set(order[:n_eval])
-    train = [ex for i, ex in enumerate(examples) if i not in eval_idx]
-    return train, [examples[i] for i in sorted(eval_idx)]
+    return seeded_split(examples, n_eval, seed, *parts)
 
 
 __all__ = [

@@ -7,7 +7,7 @@ prefix. Rows are stored right-padded in one tensor per split so that a batch is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +47,30 @@ class Batch:
         return Batch(*(x[:, :width] for x in self.tensors()))
 
 
+def pad_rows(
+    rows: Sequence[torch.Tensor | Sequence[int]],
+    pad_id: int,
+    side: Literal["left", "right"] = "right",
+    width: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids (lists or 1-D tensors) as one (N, W) long tensor padded with `pad_id` on `side`,
+    and its (N, W) long attention mask (1 on real tokens). W is the longest row unless `width` is given."""
+    lengths = [len(r) for r in rows]
+    width = max(lengths, default=0) if width is None else width
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        cols = slice(width - n, width) if side == "left" else slice(0, n)
+        ids[i, cols] = torch.as_tensor(row, dtype=torch.long)
+        attention[i, cols] = 1
+    return ids, attention
+
+
+def pad_width(x: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    """A (N, W) tensor right-padded with `value` to (N, width): for stacking blocks of padded rows."""
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+
 def forward_groups(batches: list[Batch], max_waste: float = 0.1) -> list[list[int]]:
     """Which batches share a forward pass: all of them, unless right-padding them to one width would
     add more than `max_waste` of their own tokens, in which case each gets its own pass."""
@@ -60,14 +84,10 @@ def forward_groups(batches: list[Batch], max_waste: float = 0.1) -> list[list[in
 def concat(batches: list[Batch], pad_id: int) -> Batch:
     """Stack batches row-wise, right-padding to the longest."""
     width = max(b.input_ids.shape[1] for b in batches)
-
-    def pad(x: torch.Tensor, value: int) -> torch.Tensor:
-        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
-
     return Batch(
-        torch.cat([pad(b.input_ids, pad_id) for b in batches]),
-        torch.cat([pad(b.attention_mask, 0) for b in batches]),
-        torch.cat([pad(b.loss_mask, 0) for b in batches]),
+        torch.cat([pad_width(b.input_ids, width, pad_id) for b in batches]),
+        torch.cat([pad_width(b.attention_mask, width, 0) for b in batches]),
+        torch.cat([pad_width(b.loss_mask, width, 0) for b in batches]),
     )
 
 
@@ -106,9 +126,8 @@ class EncodedSet:
 
 def cat_sets(sets: list[EncodedSet], pad_id: int) -> EncodedSet:
     width = max(s.ids.shape[1] for s in sets)
-    ids = [torch.nn.functional.pad(s.ids, (0, width - s.ids.shape[1]), value=pad_id) for s in sets]
     return EncodedSet(
-        torch.cat(ids),
+        torch.cat([pad_width(s.ids, width, pad_id) for s in sets]),
         torch.cat([s.lengths for s in sets]),
         torch.cat([s.target_start for s in sets]),
         sets[0].prefix_len,
@@ -215,10 +234,7 @@ def _encode_text(task: Task, split: str, tokenizer, prefix: list[int], max_lengt
 
 
 def _pack(rows: list[list[int]], starts: list[int], prefix_len: int, pad_id: int) -> EncodedSet:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    ids, _ = pad_rows(rows, pad_id)
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     return EncodedSet(ids, lengths, torch.tensor(starts, dtype=torch.long), prefix_len)
 

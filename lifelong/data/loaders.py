@@ -5,13 +5,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lifelong.data.spec import DataSource
 from lifelong.data.task import Example
 from lifelong.errors import UserError
-
-if TYPE_CHECKING:
-    from lifelong.config import DataSource
 
 
 def load_examples(source: DataSource, kind: str, what: str) -> list[Example]:

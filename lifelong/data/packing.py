@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lifelong.data.split import seeded_split
 from lifelong.errors import UserError
 from lifelong.seeding import generator
 
@@ -66,21 +67,20 @@ def load_documents(spec: str) -> list[str]:
 def split_documents(spec: str, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(train, held out) documents of a corpus, order kept. A registered corpus keeps its own held-out
     documents out of training (`corpus_split`: streams hold out the same ones) and is scored on a
-    seeded choice of them, `fraction` of the corpus; a file has a seeded `fraction` held out."""
+    seeded choice of them, `fraction` of the corpus; a file has a seeded `fraction` held out. Both
+    draw with torch's permutation, as they always have (lifelong/data/split.py)."""
     name = corpus_name(spec)
+    key = ("pretrain-split", name)
     if not spec.startswith(FILE_PREFIX):
         from lifelong.data.sources import corpus_split
 
         train, held_out = corpus_split(spec)
-        order = torch.randperm(len(held_out), generator=generator(seed, "pretrain-split", name)).tolist()
         n_eval = max(1, min(len(held_out), round((len(train) + len(held_out)) * fraction)))
-        return train, [held_out[i] for i in sorted(order[:n_eval])]
+        return train, seeded_split(held_out, n_eval, seed, *key, permutation_from="torch")[1]
     docs = load_documents(spec)
     if len(docs) < 2:
         raise UserError(f"corpus {name!r} has {len(docs)} document: at least 2 are needed to hold some out")
-    order = torch.randperm(len(docs), generator=generator(seed, "pretrain-split", name)).tolist()
-    held = set(order[: max(1, round(len(docs) * fraction))])
-    return [d for i, d in enumerate(docs) if i not in held], [d for i, d in enumerate(docs) if i in held]
+    return seeded_split(docs, max(1, round(len(docs) * fraction)), seed, *key, permutation_from="torch")
 
 
 def pack(docs: list[list[int]], source_id: int, eos_id: int, length: int, pad_id: int | None = None):

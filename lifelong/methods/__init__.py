@@ -1,45 +1,42 @@
-"""Continual-learning methods: one file each, registered by name. A run composes a list of them."""
+"""Continual-learning methods: one file each, listed in `registry.METHODS` and imported on first use.
+A run composes a list of them."""
 
-from lifelong.methods import (  # noqa: F401  (registration)
-    adapters,
-    ewc,
-    expand,
-    feature_reg,
-    joint,
-    l2,
-    lamol,
-    lora,
-    lora_per_task,
-    lwf,
-    mole,
-    naive,
-    olora,
-    prefix_tuning,
-    prompt_tuning,
-    replay,
-    self_replay,
-)
-from lifelong.methods.base import (
+from lifelong.methods.registry import (
+    METHODS,
     Compatibility,
-    Forward,
-    Method,
     MethodConfig,
-    MethodContext,
-    build_method,
+    call_order,
+    check_compatible,
     method_entry,
+    method_names,
+    method_summaries,
     register,
     registered,
-    route_methods,
 )
 
+
+def __getattr__(name: str):
+    """The names that need torch (`Method`, `Forward`, ...), imported on first use."""
+    if name in {"Method", "Forward", "MethodContext", "build_method", "route_methods"}:
+        from lifelong.methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'lifelong.methods' has no attribute {name!r}")
+
+
 __all__ = [
+    "METHODS",
     "Compatibility",
     "Forward",
     "Method",
     "MethodConfig",
     "MethodContext",
     "build_method",
+    "call_order",
+    "check_compatible",
     "method_entry",
+    "method_names",
+    "method_summaries",
     "register",
     "registered",
     "route_methods",

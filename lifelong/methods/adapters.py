@@ -20,12 +20,12 @@ site, hidden x bottleneck x 2 weights. Extra compute per step: two small matmuls
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, Located, MethodConfig, register
+from lifelong.methods.base import Compatibility, Located, MethodConfig, SelectsPerTask, register
 
 ACTIVATIONS = {"relu": torch.nn.ReLU, "gelu": torch.nn.GELU, "silu": torch.nn.SiLU}
 
@@ -76,14 +76,10 @@ class AdaptersConfig(MethodConfig):
 SUBLAYERS = {"attn": "self_attn", "mlp": "mlp"}  # site -> attribute of a Llama decoder block
 
 
-class Adapters:
+class Adapters(SelectsPerTask):
     # The trainable set changes between tasks (per_task, or the base on the first task), which
     # DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="adapter", distributed=False)
-
-    def __init__(self, cfg: AdaptersConfig):
-        self.cfg = cfg
-        self.task = -1  # the task whose selection is in place
 
     def setup(self, model, ctx):
         n_tasks = len(ctx.stream.tasks)
@@ -102,14 +98,16 @@ class Adapters:
         self.params = {n: [p for s in self.sites for p in s.adapters[n].parameters()] for n in self.names}
         own = {id(p) for ps in self.params.values() for p in ps}
         self.base = [p for p in model.parameters() if id(p) not in own]
-        self.select(0, self.cfg.train_base_on_first_task)
+        self.select(0)
         return model
 
     def name(self, task_index: int) -> str:
         return self.names[task_index] if self.cfg.per_task else self.names[0]
 
-    def select(self, task_index: int, base_trains: bool) -> None:
-        """Task `task_index`'s adapter in the forward and alone trainable (with the base if asked)."""
+    def select(self, task_index: int) -> None:
+        """Task `task_index`'s adapter in the forward and alone trainable (with the base on the first
+        task if asked)."""
+        base_trains = self.cfg.train_base_on_first_task and task_index == 0
         active = self.name(task_index)
         for site in self.sites:
             site.active = active
@@ -133,36 +131,8 @@ class Adapters:
             for site, active in zip(sites, saved, strict=True):
                 site.active = active
 
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
-        self.select(task_index, self.cfg.train_base_on_first_task and task_index == 0)
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
-
     def route(self, task_index, model):
         return self.only(task_index, model) if self.cfg.per_task else nullcontext()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
 
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
-
-
-register(
-    "adapters",
-    AdaptersConfig,
-    Adapters,
-    "bottleneck adapters after attention/MLP (own module), base frozen; one per task (routed) or shared",
-)
+register("adapters", AdaptersConfig, Adapters)

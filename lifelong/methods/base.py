@@ -1,10 +1,13 @@
-"""The method protocol, its context and the registry that maps a method's name to its classes.
+"""The method base class, its context, and the per-task routing every method shares.
 
-A method is a config (a pydantic model whose `name` field is its registry key) and a class with a
-handful of hooks. `train.py` calls every hook from one place; a hook takes only what it needs and
-returns a value, and never touches the optimizer. Methods compose: a run holds a list of them.
+A method is a config (a pydantic model whose `name` field is its registry key, `registry.py`) and a
+subclass of `Method` that overrides only the hooks it uses; every hook's default is a no-op. `train.py`
+calls every hook from one place, in one order (architecture methods first, `registry.call_order`); a
+hook takes only what it needs and returns a value, and never touches the optimizer. Methods compose: a
+run holds a list of them.
 
-Do not inherit implementation from another method: copy what you need (see STYLE.md).
+`Method` has no behaviour of its own: do not inherit implementation from another method, copy what
+you need or share a plain function (see STYLE.md).
 """
 
 from __future__ import annotations
@@ -13,58 +16,20 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from lifelong.data.batching import Batch, EncodedSet, EncodedStream
-
-
-class MethodConfig(BaseModel):
-    """Base of every method's config. `name` selects the method in the registry."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    name: str
-
-
-@dataclass(frozen=True)
-class Compatibility:
-    """What a method does to the model and what it can run next to; `check_compatible` refuses a list
-    of methods that conflicts, when the config is parsed (before any model loads).
-
-    - `kind`: `full` trains the model's own weights; `adapter` adds adapter weights (LoRA) and freezes
-      the base; `expansion` adds new blocks. At most one method of a run may be non-`full`: two would
-      each wrap the model.
-    - `full_finetuning`: runs without an adapter method (False: the method works on adapters and needs
-      one in the list).
-    - `adapters`: runs next to an adapter method.
-    - `distributed`: runs under several processes (DDP/FSDP need the trainable set fixed for the run).
-    """
-
-    kind: Literal["full", "adapter", "expansion"] = "full"
-    full_finetuning: bool = True
-    adapters: bool = True
-    distributed: bool = True
-
-    @property
-    def changes_weights_layout(self) -> bool:
-        return self.kind != "full"
-
-
-def check_compatible(methods: list[tuple[str, Compatibility]]) -> str | None:
-    """Why this list of (name, compatibility) cannot run together, or None if it can."""
-    layout = [name for name, c in methods if c.changes_weights_layout]
-    if len(layout) > 1:
-        return f"methods {' and '.join(layout)} both add weights to the model (adapters/expansion): use one"
-    adapters = [name for name, c in methods if c.kind == "adapter"]
-    for name, c in methods:
-        if adapters and not c.adapters and name not in adapters:
-            return f"method {name} cannot run with the adapter method {adapters[0]}"
-        if not c.full_finetuning and not adapters:
-            return f"method {name} needs an adapter method in the list (e.g. lora)"
-    return None
-
+from lifelong.losses import mean_token_loss
+from lifelong.methods.registry import (  # noqa: F401  (re-exported for the method modules)
+    Compatibility,
+    MethodConfig,
+    check_compatible,
+    method_entry,
+    register,
+    registered,
+)
 
 # A run's route (`MethodContext.route`): the context in which `model` is task `task_index`'s model.
 Route = Callable[[int, torch.nn.Module], AbstractContextManager[None]]
@@ -106,45 +71,87 @@ class Forward:
     mask: torch.Tensor  # (B, T-1) float
 
     def mean_loss(self) -> torch.Tensor:
-        return self.token_loss.sum() / self.mask.sum().clamp(min=1.0)
+        return mean_token_loss(self.token_loss, self.mask)
 
 
-@runtime_checkable
-class Method(Protocol):
-    """The hooks a method implements. Every hook has a no-op meaning; write the no-ops out."""
+class Method:
+    """The hooks of a method, each a no-op by default; a method overrides the ones it uses.
 
-    compatibility: ClassVar[Compatibility]
+    The loop calls them in this order: `setup` once (before the stream); per task `train_examples`,
+    `before_task` (not again on resume mid-task), then per step `replay_batch` and `loss_terms`, then
+    `after_task` and the task's evaluation, inside `route`. `state_dict`/`load_state_dict` at every
+    checkpoint and resume.
+    """
+
+    compatibility: ClassVar[Compatibility] = Compatibility()
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
 
     def setup(self, model: torch.nn.Module, ctx: MethodContext) -> torch.nn.Module:
-        """Called once before the stream; may wrap the model (adapters) and must return it."""
+        """Called once before the stream; may add weights to the model (adapters) and returns it."""
+        return model
 
-    def train_examples(self, task_index: int, stream: EncodedStream) -> EncodedSet:
-        """The examples the task's batches are drawn from (`joint` returns the union so far)."""
+    def train_examples(self, task_index: int, stream: EncodedStream) -> EncodedSet | None:
+        """The examples the task's batches are drawn from (`joint`: the union so far); None: the
+        task's own. Only a method with `compatibility.supplies_examples` may return rows."""
+        return None
 
     def before_task(self, task_index: int, model: torch.nn.Module) -> None:
         """Called when a task starts, before its first step (not again on resume mid-task)."""
 
     def replay_batch(self, task_index: int, step: int, model: torch.nn.Module) -> Batch | None:
         """Rows to train on next to the task batch at this step, or None."""
+        return None
 
     def loss_terms(
         self, model: torch.nn.Module, task: Forward, replay: Forward | None
     ) -> dict[str, torch.Tensor]:
-        """Named loss terms added to the task loss (already weighted)."""
+        """Named loss terms added to the task loss (already weighted). The loop logs each as
+        `<method>.<name>` (`<method>_<k>.<name>` when the method is in the list k times)."""
+        return {}
 
     def after_task(self, task_index: int, model: torch.nn.Module) -> None:
         """Called when a task's last step is done, before the task's evaluation."""
 
     def route(self, task_index: int, model: torch.nn.Module) -> AbstractContextManager[None]:
         """A context in which `model` (the model set up, or a copy of it) scores task `task_index`
-        (e.g. with that task's adapter); leaving it restores what was selected. No-op: `return
-        nullcontext()` (`switches` reads that as "routes nothing")."""
+        (e.g. with that task's adapter); leaving it restores what was selected. The default,
+        `nullcontext()`, routes nothing (`switches` reads it so)."""
+        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and JSON scalars needed to resume mid-task; never pickled."""
+        return {}
 
     def load_state_dict(self, state: dict[str, Any], model: torch.nn.Module) -> None:
         """Restore `state_dict()`; `model` is the (already restored) model being trained."""
+
+
+class SelectsPerTask(Method):
+    """Base of the methods that put a task's weights in place when it starts (which adapter, prompt or
+    block trains, which are active): a method writes `select`; `before_task` selects and remembers the
+    task, and a resumed run selects it again (the weights themselves come with the model's checkpoint)."""
+
+    def __init__(self, cfg: MethodConfig):
+        super().__init__(cfg)
+        self.task = -1  # the task whose selection is in place
+
+    def select(self, task_index: int) -> None:
+        """Put task `task_index`'s weights in place for training (and scoring, unless routed)."""
+        raise NotImplementedError
+
+    def before_task(self, task_index: int, model: torch.nn.Module) -> None:
+        self.task = task_index
+        self.select(task_index)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"task": self.task}
+
+    def load_state_dict(self, state: dict[str, Any], model: torch.nn.Module) -> None:
+        if state["task"] >= 0:
+            self.task = int(state["task"])
+            self.select(self.task)
 
 
 def route_methods(
@@ -194,6 +201,16 @@ def per_task_rows(
     return tuple(out)
 
 
+def row_tasks(batch: Batch, stream: EncodedStream) -> list[int]:
+    """The task of each row, read from its prefix (every row of a stream starts with its task's
+    `[bos?, task token]`): what a teacher's or a sampler's `route` is given for rows of unknown task."""
+    task_of = {tuple(t.prefix): j for j, t in enumerate(stream.tasks)}
+    heads = [tuple(h) for h in batch.input_ids[:, : stream.prefix_len].tolist()]
+    unknown = [h for h in heads if h not in task_of]
+    assert not unknown, f"a row starts with {unknown[0]}, the prefix of no task"
+    return [task_of[h] for h in heads]
+
+
 class Located:
     """Modules a method switches (its adapters, its prompt store), found in any model of the run's
     structure: the model the method was set up on, or a copy of it (self-replay's frozen pi). Their
@@ -210,34 +227,6 @@ class Located:
         if model not in self.found:
             self.found[model] = [model.get_submodule(name) for name in self.names]
         return self.found[model]
-
-
-@dataclass(frozen=True)
-class MethodEntry:
-    name: str
-    config_cls: type[MethodConfig]
-    method_cls: type
-    summary: str = ""
-
-
-_REGISTRY: dict[str, MethodEntry] = {}
-
-
-def register(name: str, config_cls: type[MethodConfig], method_cls: type, summary: str = "") -> None:
-    if name in _REGISTRY:
-        raise ValueError(f"method {name!r} is registered twice")
-    _REGISTRY[name] = MethodEntry(name, config_cls, method_cls, summary)
-
-
-def registered() -> dict[str, MethodEntry]:
-    return dict(_REGISTRY)
-
-
-def method_entry(name: str) -> MethodEntry:
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise KeyError(f"unknown method {name!r} (known: {known})")
-    return _REGISTRY[name]
 
 
 def build_method(cfg: MethodConfig) -> Method:

@@ -5,39 +5,38 @@ the end of the last task, each weight scaled by the diagonal Fisher information 
 
 After each task the diagonal Fisher is estimated on `fisher_rows` of that task's training rows and
 accumulated, F = gamma * F_old + F_new; the anchor becomes the weights at the task's end. It is the
-empirical Fisher: the squared gradient of the next-token loss of the observed tokens (not of tokens
-sampled from the model), averaged over micro-batches of `fisher_batch_size` rows. With the default of
-one row this is the per-example estimator; larger micro-batches are faster but average gradients
-before squaring, which shrinks F (so `strength` must grow with them). The gradients come from
+empirical Fisher: the squared gradient of the negative log-likelihood of the observed tokens (not of
+tokens sampled from the model) summed over each row, averaged over micro-batches of
+`fisher_batch_size` rows. Summed, not averaged per token: the Fisher of the model's distribution over
+whole rows, so it does not weigh short rows more (a per-token mean would scale a row's F by
+1/length^2). With the default of one row this is the per-example estimator; larger micro-batches are
+faster but sum gradients before squaring, which mixes rows. The gradients come from
 `torch.autograd.grad`, so the model's `.grad` is left as it was.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from lifelong.data.batching import EncodedSet
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.losses import next_token_loss, sequence_loss
+from lifelong.methods.base import Method, MethodConfig, register
 from lifelong.methods.l2 import load_named, named_state, parameters
 from lifelong.seeding import generator
 
 
 class EWCConfig(MethodConfig):
     name: Literal["ewc"] = "ewc"
-    strength: float = Field(default=1000.0, ge=0)  # lambda; F is small (squared gradients), hence large
+    strength: float = Field(default=10.0, ge=0)  # lambda; F holds squared gradients of row log-likelihoods
     gamma: float = Field(default=1.0, ge=0, le=1)  # decay of earlier tasks' Fisher (1: plain sum)
     fisher_rows: int = Field(default=256, ge=1)  # training rows of the task the Fisher is estimated on
     fisher_batch_size: int = Field(default=1, ge=1)  # rows per squared gradient (1: per-example)
 
 
-class EWC:
-    compatibility = Compatibility()
-
+class EWC(Method):
     def __init__(self, cfg: EWCConfig):
         self.cfg = cfg
         self.names: list[str] = []  # parameters with a Fisher, in model.named_parameters() order
@@ -49,21 +48,12 @@ class EWC:
         self.ctx = ctx
         return model
 
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        pass
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
     def loss_terms(self, model, task, replay):
         if not self.fisher:
             return {}
         terms = zip(self.params, self.fisher, self.anchor, strict=True)
         pen = sum((f * (p - a) ** 2).sum() for p, f, a in terms)
-        return {"ewc": 0.5 * self.cfg.strength * pen}
+        return {"penalty": 0.5 * self.cfg.strength * pen}
 
     def after_task(self, task_index, model) -> None:
         """F = gamma * F_old + F_new, F_new estimated for the parameters trainable in this task (with
@@ -80,9 +70,6 @@ class EWC:
         self.params = parameters(model, self.names)
         self.fisher = [fisher[n] for n in self.names]
         self.anchor = [p.detach().clone() for p in self.params]
-
-    def route(self, task_index, model):
-        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return named_state("fisher.", self.names, self.fisher) | named_state(
@@ -104,7 +91,11 @@ def diagonal_fisher(
     batch_size: int,
     ctx,
 ) -> list[torch.Tensor]:
-    """Mean over micro-batches of the squared gradient of their mean next-token loss, per parameter."""
+    """Mean over micro-batches of the squared gradient of their summed next-token loss, per parameter.
+
+    The loss of a row is its negative log-likelihood over the tokens the loss reads (summed, not
+    averaged): the Fisher of the model's distribution over whole rows, so a long row weighs as much as
+    its tokens and a short one is not scaled up by 1/length^2."""
     fisher = [torch.zeros_like(p, dtype=torch.float32) for p in params]
     was_training = model.training
     model.eval()  # no dropout: the Fisher of the model as it is
@@ -113,11 +104,8 @@ def diagonal_fisher(
         for chunk in chunks:
             batch = data.batch(chunk, ctx.loss_on).to(ctx.device)
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            mask = batch.loss_mask[:, 1:].float()  # (B, T-1): token t is predicted at position t-1
-            ce = F.cross_entropy(
-                logits[:, :-1].float().transpose(1, 2), batch.input_ids[:, 1:], reduction="none"
-            )  # (B, T-1)
-            loss = (ce * mask).sum() / mask.sum().clamp(min=1.0)
+            token_loss, _ = next_token_loss(logits, batch.input_ids, batch.loss_mask)  # (B, T-1)
+            loss = sequence_loss(token_loss).sum()  # minus the log-likelihood of the rows, not a mean
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for f, g in zip(fisher, grads, strict=True):
                 if g is not None:
@@ -127,4 +115,4 @@ def diagonal_fisher(
     return [(f / len(chunks)).to(p.dtype) for f, p in zip(fisher, params, strict=True)]
 
 
-register("ewc", EWCConfig, EWC, "online EWC: weights pulled toward the last task's, scaled by the Fisher")
+register("ewc", EWCConfig, EWC)

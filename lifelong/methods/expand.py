@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager, nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Compatibility, MethodConfig, SelectsPerTask, register
 
 
 class ExpandConfig(MethodConfig):
@@ -57,14 +57,10 @@ def pass_through_when_off(module, args, kwargs, output):
     return output if module.expand_on else args[0]
 
 
-class Expand:
+class Expand(SelectsPerTask):
     # Adds blocks (refused next to an adapter method); the trainable set changes at each task, which
     # DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="expansion", distributed=False)
-
-    def __init__(self, cfg: ExpandConfig):
-        self.cfg = cfg
-        self.task = -1  # the task whose selection is in place
 
     def setup(self, model, ctx):
         decoder = model.base_model
@@ -124,24 +120,11 @@ class Expand:
             self.layers[idx].requires_grad_(True)
         self.switch(task_index, self.layers)
 
-    def train_examples(self, task_index, stream):
-        return None
-
     def before_task(self, task_index, model) -> None:
         for idx, src in self.blocks.get(task_index, []):
             self.layers[idx].load_state_dict(self.layers[src].state_dict())  # the neighbour as it is now
             zero_outputs(self.layers[idx])
-        self.task = task_index
-        self.select(task_index)
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
+        super().before_task(task_index, model)
 
     @contextmanager
     def scored_as(self, task_index: int, model: torch.nn.Module):
@@ -159,18 +142,5 @@ class Expand:
     def route(self, task_index, model):
         return self.scored_as(task_index, model) if self.cfg.inference == "routed" else nullcontext()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
 
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.task = int(state["task"])
-            self.select(self.task)  # the blocks' weights come with the model's checkpoint
-
-
-register(
-    "expand",
-    ExpandConfig,
-    Expand,
-    "LLaMA-Pro block expansion: identity-initialised blocks per task, only the new ones train",
-)
+register("expand", ExpandConfig, Expand)

@@ -7,6 +7,9 @@ of a frozen copy taken at the task's start.
 task loss reads. Either is weighted by `coef`. The copy is taken from the second task on (from the
 first with `include_base`, to stay near a pretrained model).
 
+Next to a method that routes per task (`lora_per_task`, progressive prompts, ...), the copy reads the
+rows of task j inside the run's `route(j, copy)`, j read from each row's task token.
+
 The model's side costs nothing extra: a forward hook on the block keeps its output during the
 training forward (training mode with gradients on; evaluation and sampling are not kept), and the
 loss reads the task rows from it. Only if no training forward went through the block since the last
@@ -16,15 +19,16 @@ step does `loss_terms` run one itself. The copy's side is one no-grad forward of
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from functools import partial
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
+from lifelong.data.batching import Batch
 from lifelong.errors import UserError
-from lifelong.methods.base import Compatibility, MethodConfig, register
-from lifelong.methods.replay import distill_kl, frozen_copy, load_teacher, teacher_state
+from lifelong.methods.base import Method, MethodConfig, per_task_rows, register, row_tasks
+from lifelong.methods.replay import distill_kl, frozen_copy, load_teacher, routed_logits, teacher_state
 
 
 class FeatureRegConfig(MethodConfig):
@@ -35,9 +39,7 @@ class FeatureRegConfig(MethodConfig):
     include_base: bool = False  # also keep the base model's features during the first task
 
 
-class FeatureReg:
-    compatibility = Compatibility()
-
+class FeatureReg(Method):
     def __init__(self, cfg: FeatureRegConfig):
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
@@ -46,6 +48,7 @@ class FeatureReg:
         self.teacher_out: list[torch.Tensor] = []  # the copy's block outputs
 
     def setup(self, model, ctx):
+        self.ctx = ctx
         if self.cfg.target == "hidden":
             blocks = decoder_blocks(model)
             if not -len(blocks) <= self.cfg.layer < len(blocks):
@@ -53,9 +56,6 @@ class FeatureReg:
             self.block = blocks[self.cfg.layer]
             self.block.register_forward_hook(keep_output(self.student_out, training_only=True))
         return model
-
-    def train_examples(self, task_index, stream):
-        return None
 
     def before_task(self, task_index, model) -> None:
         if task_index > 0 or self.cfg.include_base:
@@ -67,18 +67,16 @@ class FeatureReg:
             name = next(n for n, m in model.named_modules() if m is self.block)
             teacher.get_submodule(name).register_forward_hook(keep_output(self.teacher_out))
 
-    def replay_batch(self, task_index, step, model):
-        return None
-
     def loss_terms(self, model, task, replay):
         if self.teacher is None:
             self.student_out.clear()
             return {}
         batch = task.batch
+        tasks = row_tasks(batch, self.ctx.stream)  # the teacher reads task j's rows routed to task j
         if self.cfg.target == "logits":
             with torch.no_grad():
-                t_logits = self.teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            return {"feature_reg": self.cfg.coef * distill_kl(t_logits, task.logits, task.mask)}
+                t_logits = routed_logits(self.teacher, batch, tasks, self.ctx.route)
+            return {"kl": self.cfg.coef * distill_kl(t_logits, task.logits, task.mask)}
         if not self.student_out:  # no training forward went through the hook: run one
             model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         rows, width = len(batch), batch.input_ids.shape[1]
@@ -88,18 +86,24 @@ class FeatureReg:
         student = first[:rows, -width:].float()  # (B, T, H)
         self.student_out.clear()
         with torch.no_grad():
-            self.teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-        teacher = self.teacher_out.pop()[:, -width:].float()  # (B, T, H)
-        self.teacher_out.clear()
+            (teacher,) = per_task_rows(
+                tasks, self.ctx.route, self.teacher, partial(self.teacher_hidden, batch)
+            )
+        teacher = teacher[:, -width:].float()  # (B, T, H)
         mask = batch.attention_mask.float()  # (B, T)
         mse = ((student - teacher) ** 2).mean(-1)  # (B, T)
-        return {"feature_reg": self.cfg.coef * (mse * mask).sum() / mask.sum().clamp(min=1.0)}
+        return {"mse": self.cfg.coef * (mse * mask).sum() / mask.sum().clamp(min=1.0)}
+
+    def teacher_hidden(self, batch: Batch, rows: list[int] | None) -> tuple[torch.Tensor]:
+        """The teacher's output of the hooked block over `rows` of `batch` (None: every row)."""
+        part = batch if rows is None else batch.select(torch.tensor(rows, device=batch.input_ids.device))
+        self.teacher(input_ids=part.input_ids, attention_mask=part.attention_mask)
+        out = self.teacher_out.pop()
+        self.teacher_out.clear()
+        return (out,)
 
     def after_task(self, task_index, model) -> None:
         self.teacher = None
-
-    def route(self, task_index, model):
-        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return teacher_state(self.teacher)
@@ -133,9 +137,4 @@ def keep_output(store: list[torch.Tensor], training_only: bool = False) -> Calla
     return hook
 
 
-register(
-    "feature_reg",
-    FeatureRegConfig,
-    FeatureReg,
-    "keep hidden states or output distributions on new inputs close to a frozen copy's",
-)
+register("feature_reg", FeatureRegConfig, FeatureReg)

@@ -8,13 +8,12 @@ uniformly from the union, so tasks are seen in proportion to their size.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
 from lifelong.data.batching import EncodedSet, cat_sets
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Compatibility, Method, MethodConfig, register
 
 
 class JointConfig(MethodConfig):
@@ -22,14 +21,8 @@ class JointConfig(MethodConfig):
     balanced: bool = True  # an equal share of every batch per task (small tasks' rows repeated)
 
 
-class Joint:
-    compatibility = Compatibility()
-
-    def __init__(self, cfg: JointConfig):
-        self.cfg = cfg
-
-    def setup(self, model, ctx):
-        return model
+class Joint(Method):
+    compatibility = Compatibility(supplies_examples=True)
 
     def train_examples(self, task_index, stream):
         sets = [t.train for t in stream.tasks[: task_index + 1]]
@@ -38,27 +31,6 @@ class Joint:
             sets = [repeated(s, largest) for s in sets]
         return cat_sets(sets, stream.pad_id)
 
-    def before_task(self, task_index, model) -> None:
-        pass
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
-
-    def route(self, task_index, model):
-        return nullcontext()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        pass
-
 
 def repeated(rows: EncodedSet, n: int) -> EncodedSet:
     """The rows repeated in order to `n` rows (cut in the last round)."""
@@ -66,4 +38,4 @@ def repeated(rows: EncodedSet, n: int) -> EncodedSet:
     return EncodedSet(rows.ids[idx], rows.lengths[idx], rows.target_start[idx], rows.prefix_len)
 
 
-register("joint", JointConfig, Joint, "multitask upper bound: trains on every task seen so far")
+register("joint", JointConfig, Joint)

@@ -3,21 +3,20 @@
     penalty = coef * sum_i (p_i - p_i at task start)^2      over every trainable parameter
 
 From the second task on (during the first there is nothing earlier to keep, unless `include_base`
-anchors the base model) the anchor is taken at the task's first step, before any update: by then
-every method's `before_task` has run, so the anchor covers the parameters trainable in this task
-(with adapters, the adapter weights; with one adapter per task, the new one). The parameters and
-their anchors are kept as two aligned lists, so a step costs one pass over them.
+anchors the base model) the anchor is taken in `before_task`. The loop calls the architecture methods'
+`before_task` first, so by then this task's trainable set is in place: with adapters the anchor covers
+the adapter weights, with one adapter per task the new one. The parameters and their anchors are kept
+as two aligned lists, so a step costs one pass over them.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Method, MethodConfig, register
 
 
 class L2Config(MethodConfig):
@@ -26,52 +25,33 @@ class L2Config(MethodConfig):
     include_base: bool = False  # also anchor at the base model during the first task (pretrained models)
 
 
-class L2:
-    compatibility = Compatibility()
-
+class L2(Method):
     def __init__(self, cfg: L2Config):
         self.cfg = cfg
-        self.pending = False  # anchor at the next step (the task's first)
         self.names: list[str] = []  # anchored parameters, in model.named_parameters() order
         self.params: list[torch.nn.Parameter] = []  # aligned with names
         self.anchor: list[torch.Tensor] = []  # their values at the task's start, aligned with names
 
-    def setup(self, model, ctx):
-        return model
-
-    def train_examples(self, task_index, stream):
-        return None
-
     def before_task(self, task_index, model) -> None:
-        self.pending = task_index > 0 or self.cfg.include_base
         self.names, self.params, self.anchor = [], [], []
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        if self.pending:
+        if task_index > 0 or self.cfg.include_base:
             self.names = [n for n, p in model.named_parameters() if p.requires_grad]
             self.params = parameters(model, self.names)
             self.anchor = [p.detach().clone() for p in self.params]
-            self.pending = False
+
+    def loss_terms(self, model, task, replay):
         if not self.anchor:
             return {}
         pen = sum(((p - a) ** 2).sum() for p, a in zip(self.params, self.anchor, strict=True))
-        return {"l2": self.cfg.coef * pen}
+        return {"penalty": self.cfg.coef * pen}
 
     def after_task(self, task_index, model) -> None:
-        self.pending = False
         self.names, self.params, self.anchor = [], [], []
 
-    def route(self, task_index, model):
-        return nullcontext()
-
     def state_dict(self) -> dict[str, Any]:
-        return {"pending": self.pending} | named_state("anchor.", self.names, self.anchor)
+        return named_state("anchor.", self.names, self.anchor)
 
     def load_state_dict(self, state: dict[str, Any], model) -> None:
-        self.pending = bool(state["pending"])
         anchor = load_named(state, "anchor.", model)
         self.names, self.anchor = list(anchor), list(anchor.values())
         self.params = parameters(model, self.names)
@@ -96,4 +76,4 @@ def load_named(state: dict[str, Any], prefix: str, model: torch.nn.Module) -> di
     return {n: saved[n].to(p.device, p.dtype) for n, p in named.items() if n in saved}
 
 
-register("l2", L2Config, L2, "L2 pull of the weights toward their values at the task's start")
+register("l2", L2Config, L2)

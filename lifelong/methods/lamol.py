@@ -16,14 +16,13 @@ learns to write its tasks' inputs as well as their answers.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from lifelong.data.batching import Batch
-from lifelong.methods.base import Compatibility, MethodConfig, register
+from lifelong.methods.base import Method, MethodConfig, register
 from lifelong.methods.replay import replay_rows
 from lifelong.methods.self_replay import generate_routed, samples_batch
 from lifelong.seeding import generator
@@ -38,9 +37,7 @@ class LamolConfig(MethodConfig):
     sample_batch_size: int = Field(default=1024, ge=1)  # rows generated per forward
 
 
-class Lamol:
-    compatibility = Compatibility()
-
+class Lamol(Method):
     def __init__(self, cfg: LamolConfig):
         self.cfg = cfg
         self.pool: Batch | None = None  # this task's pseudo-examples, fixed for the task
@@ -51,9 +48,6 @@ class Lamol:
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         self.gen = generator(ctx.seed, "lamol", device=ctx.device)
         return model
-
-    def train_examples(self, task_index, stream):
-        return None
 
     def before_task(self, task_index, model) -> None:
         self.pool, self.pool_tasks = None, None
@@ -87,13 +81,10 @@ class Lamol:
     def loss_terms(self, model, task, replay):
         if replay is None:
             return {}
-        return {"lamol": self.cfg.coef * replay.mean_loss()}
+        return {"ntp": self.cfg.coef * replay.mean_loss()}
 
     def after_task(self, task_index, model) -> None:
         self.pool, self.pool_tasks = None, None
-
-    def route(self, task_index, model):
-        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"gen": self.gen.get_state()}
@@ -110,4 +101,4 @@ class Lamol:
             self.pool_tasks = state["pool.tasks"]
 
 
-register("lamol", LamolConfig, Lamol, "LAMOL: the model writes a fixed pool of pseudo-examples per old task")
+register("lamol", LamolConfig, Lamol)

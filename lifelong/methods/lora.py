@@ -10,8 +10,8 @@ the per-task adapter methods (`lora_per_task`, `olora`, `mole`) share: the optio
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager, nullcontext
-from typing import Any, Literal
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Literal
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -20,7 +20,7 @@ from peft.tuners.lora import LoraLayer
 from pydantic import Field
 
 from lifelong.errors import UserError
-from lifelong.methods.base import Compatibility, Located, MethodConfig, register
+from lifelong.methods.base import Compatibility, Located, MethodConfig, SelectsPerTask, register
 
 # The attention and MLP projections of a Llama block (and of most decoder-only models on the hub).
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -112,45 +112,47 @@ class LoraConfig(LoraOptions):
     name: Literal["lora"] = "lora"
 
 
-class Lora:
+class Lora(SelectsPerTask):
     compatibility = Compatibility(kind="adapter")
-
-    def __init__(self, cfg: LoraConfig):
-        self.cfg = cfg
-        self.task = -1  # the task whose selection is in place
 
     def setup(self, model, ctx):
         model = add_adapters(model, self.cfg, ["lora"])
         self.adapters = Adapters(model, ["lora"])
-        self.adapters.select(["lora"], ["lora"])
+        self.select(0)
         return model
 
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
+    def select(self, task_index: int) -> None:
         base_trains = self.cfg.train_base_on_first_task and task_index == 0
         self.adapters.select(["lora"], ["lora"], base_trains)
 
-    def replay_batch(self, task_index, step, model):
-        return None
 
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
-
-    def route(self, task_index, model):
-        return nullcontext()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
-
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
+def task_adapter_names(n_tasks: int) -> list[str]:
+    return [f"task_{i}" for i in range(n_tasks)]
 
 
-register("lora", LoraConfig, Lora, "one LoRA adapter (stock PEFT) through the whole stream, base frozen")
+class PerTaskAdapters:
+    """One LoRA adapter per task of the stream, all created at setup (so the model's modules never
+    change during the run): task k trains adapter k alone, the base and the other adapters frozen.
+    `routed` inference scores task i with adapter i alone; `merged` sums every adapter trained so far."""
+
+    def __init__(self, model: torch.nn.Module, opts: LoraOptions, n_tasks: int, inference: str):
+        self.names = task_adapter_names(n_tasks)
+        self.model = add_adapters(model, opts, self.names)
+        self.adapters = Adapters(self.model, self.names)
+        self.opts, self.inference = opts, inference
+
+    def active(self, task_index: int) -> list[str]:
+        """The adapters in the forward while task `task_index` trains (and after it, when merged)."""
+        return self.names[: task_index + 1] if self.inference == "merged" else [self.names[task_index]]
+
+    def select(self, task_index: int) -> None:
+        base_trains = self.opts.train_base_on_first_task and task_index == 0
+        self.adapters.select(self.active(task_index), [self.names[task_index]], base_trains)
+
+    def route(self, task_index: int, model: torch.nn.Module) -> AbstractContextManager[None]:
+        if self.inference == "merged":
+            return nullcontext()
+        return self.adapters.only([self.names[task_index]], model)
+
+
+register("lora", LoraConfig, Lora)

@@ -14,15 +14,10 @@ which adapter trains and which are active. Inference:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Literal
 
-from lifelong.methods.base import Compatibility, register
-from lifelong.methods.lora import Adapters, LoraOptions, add_adapters
-
-
-def task_adapters(n_tasks: int) -> list[str]:
-    return [f"task_{i}" for i in range(n_tasks)]
+from lifelong.methods.base import Compatibility, SelectsPerTask, register
+from lifelong.methods.lora import LoraOptions, PerTaskAdapters
 
 
 class LoraPerTaskConfig(LoraOptions):
@@ -30,58 +25,21 @@ class LoraPerTaskConfig(LoraOptions):
     inference: Literal["routed", "merged"] = "routed"  # routed: task i's own adapter scores task i
 
 
-class LoraPerTask:
+class LoraPerTask(SelectsPerTask):
     # The trainable set changes at each task, which DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="adapter", distributed=False)
 
-    def __init__(self, cfg: LoraPerTaskConfig):
-        self.cfg = cfg
-        self.task = -1  # the task whose selection is in place
-
     def setup(self, model, ctx):
-        self.names = task_adapters(len(ctx.stream.tasks))
-        model = add_adapters(model, self.cfg, self.names)
-        self.adapters = Adapters(model, self.names)
-        self.adapters.select(self.active(0), [self.names[0]])
-        return model
+        self.per_task = PerTaskAdapters(model, self.cfg, len(ctx.stream.tasks), self.cfg.inference)
+        self.adapters = self.per_task.adapters
+        self.select(0)
+        return self.per_task.model
 
-    def active(self, task_index: int) -> list[str]:
-        """The adapters in the forward while task `task_index` trains (and after it, when merged)."""
-        return self.names[: task_index + 1] if self.cfg.inference == "merged" else [self.names[task_index]]
-
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
-        base_trains = self.cfg.train_base_on_first_task and task_index == 0
-        self.adapters.select(self.active(task_index), [self.names[task_index]], base_trains)
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
+    def select(self, task_index: int) -> None:
+        self.per_task.select(task_index)
 
     def route(self, task_index, model):
-        if self.cfg.inference == "merged":
-            return nullcontext()
-        return self.adapters.only([self.names[task_index]], model)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
-
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
+        return self.per_task.route(task_index, model)
 
 
-register(
-    "lora_per_task",
-    LoraPerTaskConfig,
-    LoraPerTask,
-    "a LoRA adapter per task (stock PEFT), earlier ones frozen; routed by task token or merged",
-)
+register("lora_per_task", LoraPerTaskConfig, LoraPerTask)

@@ -15,21 +15,31 @@ averaged over the positions the loss reads, on one of two views of the new task'
   earlier task* on the new inputs. This is LwF's "old heads on new data" when tasks are told apart
   by their token; the rows join the training forward, so they cost their share of forward/backward.
 
+Next to a method that routes per task (`lora_per_task`, progressive prompts, ...), the teacher reads
+the rows of task j inside the run's `route(j, teacher)`, j read from each row's task token: with
+`old_prefix`, an earlier task's adapter or prompts answer for it.
+
 Extra compute per step: one no-grad forward of the teacher on the distilled rows. Stored: the
 teacher's weights (a full copy of the model) and, with `old_prefix`, the generator's state.
 """
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from lifelong.data.batching import Batch
-from lifelong.methods.base import Compatibility, MethodConfig, register
-from lifelong.methods.replay import distill_kl, frozen_copy, load_teacher, replay_rows, teacher_state
+from lifelong.methods.base import Method, MethodConfig, register, row_tasks
+from lifelong.methods.replay import (
+    distill_kl,
+    frozen_copy,
+    load_teacher,
+    replay_rows,
+    routed_logits,
+    teacher_state,
+)
 from lifelong.seeding import generator
 
 
@@ -42,9 +52,7 @@ class LwFConfig(MethodConfig):
     include_base: bool = False  # also distil the base model during the first task (pretrained models)
 
 
-class LwF:
-    compatibility = Compatibility()
-
+class LwF(Method):
     def __init__(self, cfg: LwFConfig):
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
@@ -54,9 +62,6 @@ class LwF:
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         self.gen = generator(ctx.seed, "lwf")
         return model
-
-    def train_examples(self, task_index, stream):
-        return None
 
     def before_task(self, task_index, model) -> None:
         if task_index > 0 or self.cfg.include_base:
@@ -77,16 +82,13 @@ class LwF:
         view = task if self.cfg.inputs == "own" else replay
         if self.teacher is None or view is None:
             return {}
-        batch = view.batch
-        with torch.no_grad():
-            t_logits = self.teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        return {"lwf": self.cfg.coef * distill_kl(t_logits, view.logits, view.mask, self.cfg.temperature)}
+        with torch.no_grad():  # the rows of task j read by the teacher routed to task j
+            tasks = row_tasks(view.batch, self.ctx.stream)
+            t_logits = routed_logits(self.teacher, view.batch, tasks, self.ctx.route)
+        return {"kl": self.cfg.coef * distill_kl(t_logits, view.logits, view.mask, self.cfg.temperature)}
 
     def after_task(self, task_index, model) -> None:
         self.teacher = None
-
-    def route(self, task_index, model):
-        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return {"gen": self.gen.get_state()} | teacher_state(self.teacher)
@@ -96,4 +98,4 @@ class LwF:
         self.teacher = load_teacher(state, model)
 
 
-register("lwf", LwFConfig, LwF, "learning without forgetting: distil the old model on the new inputs")
+register("lwf", LwFConfig, LwF)

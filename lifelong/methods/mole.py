@@ -20,15 +20,13 @@ hook on each expert's `lora_B` scales its output by its weight.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from functools import partial
 from typing import Any, Literal
 
 import torch
 
-from lifelong.methods.base import Compatibility, register
-from lifelong.methods.lora import Adapters, LoraOptions, add_adapters
-from lifelong.methods.lora_per_task import task_adapters
+from lifelong.methods.base import Compatibility, SelectsPerTask, register
+from lifelong.methods.lora import Adapters, LoraOptions, add_adapters, task_adapter_names
 
 
 class MoleConfig(LoraOptions):
@@ -58,16 +56,12 @@ class Router(torch.nn.Module):
         return output * self.weights[..., k : k + 1].to(output.dtype)  # (B, T, out)
 
 
-class Mole:
+class Mole(SelectsPerTask):
     # The trainable set changes at each task, which DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="adapter", distributed=False)
 
-    def __init__(self, cfg: MoleConfig):
-        self.cfg = cfg
-        self.task = -1
-
     def setup(self, model, ctx):
-        self.names = task_adapters(len(ctx.stream.tasks))
+        self.names = task_adapter_names(len(ctx.stream.tasks))
         model = add_adapters(model, self.cfg, self.names)
         self.adapters = Adapters(model, self.names)  # before the routers: they are not "base"
         routers = []
@@ -89,31 +83,5 @@ class Mole:
             router.n_active = task_index + 1
         self.routers.requires_grad_(True)
 
-    def train_examples(self, task_index, stream):
-        return None
 
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
-        self.select(task_index)
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
-
-    def route(self, task_index, model):
-        return nullcontext()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
-
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
-
-
-register("mole", MoleConfig, Mole, "mixture of per-task LoRA experts (stock PEFT) with a learned router")
+register("mole", MoleConfig, Mole)

@@ -14,15 +14,13 @@ subspaces apart is what lets the summed adapters not interfere.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, register
-from lifelong.methods.lora import Adapters, LoraOptions, add_adapters
-from lifelong.methods.lora_per_task import task_adapters
+from lifelong.methods.base import Compatibility, SelectsPerTask, register
+from lifelong.methods.lora import LoraOptions, PerTaskAdapters
 
 
 class OLoraConfig(LoraOptions):
@@ -31,38 +29,26 @@ class OLoraConfig(LoraOptions):
     inference: Literal["merged", "routed"] = "merged"
 
 
-class OLora:
+class OLora(SelectsPerTask):
     # The trainable set changes at each task, which DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="adapter", distributed=False)
 
     def __init__(self, cfg: OLoraConfig):
-        self.cfg = cfg
-        self.task = -1
+        super().__init__(cfg)
         self.pairs: list[tuple[torch.Tensor, list[torch.Tensor]]] = []  # (A_new, [A_old...]) per layer
 
     def setup(self, model, ctx):
-        self.names = task_adapters(len(ctx.stream.tasks))
-        model = add_adapters(model, self.cfg, self.names)
-        self.adapters = Adapters(model, self.names)
-        self.adapters.select(self.active(0), [self.names[0]])
-        return model
+        self.per_task = PerTaskAdapters(model, self.cfg, len(ctx.stream.tasks), self.cfg.inference)
+        self.adapters = self.per_task.adapters
+        self.select(0)
+        return self.per_task.model
 
-    def active(self, task_index: int) -> list[str]:
-        return self.names[: task_index + 1] if self.cfg.inference == "merged" else [self.names[task_index]]
-
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
-        base_trains = self.cfg.train_base_on_first_task and task_index == 0
-        self.adapters.select(self.active(task_index), [self.names[task_index]], base_trains)
-        new = self.adapters.lora_A(self.names[task_index])
-        old = [self.adapters.lora_A(n) for n in self.names[:task_index]]
+    def select(self, task_index: int) -> None:
+        self.per_task.select(task_index)
+        names, adapters = self.per_task.names, self.per_task.adapters
+        new = adapters.lora_A(names[task_index])
+        old = [adapters.lora_A(n) for n in names[:task_index]]
         self.pairs = [(a, [o[i] for o in old]) for i, a in enumerate(new)] if old else []
-
-    def replay_batch(self, task_index, step, model):
-        return None
 
     def overlap(self) -> torch.Tensor:
         """sum over layers and earlier adapters of ||A_new A_old^T||_F^2."""
@@ -75,27 +61,10 @@ class OLora:
     def loss_terms(self, model, task, replay):
         if not self.pairs:
             return {}
-        return {"olora": self.cfg.coef * self.overlap()}
-
-    def after_task(self, task_index, model) -> None:
-        pass
+        return {"overlap": self.cfg.coef * self.overlap()}
 
     def route(self, task_index, model):
-        if self.cfg.inference == "merged":
-            return nullcontext()
-        return self.adapters.only([self.names[task_index]], model)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
-
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
+        return self.per_task.route(task_index, model)
 
 
-register(
-    "olora",
-    OLoraConfig,
-    OLora,
-    "O-LoRA: a LoRA adapter per task, kept orthogonal to the earlier ones by a penalty",
-)
+register("olora", OLoraConfig, OLora)

@@ -22,14 +22,14 @@ compute per step: attention over n more keys per layer.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from peft import PrefixTuningConfig as PeftPrefixTuningConfig
 from peft.tuners.prefix_tuning import PrefixEncoder
 from transformers import DynamicCache
 
-from lifelong.methods.base import Compatibility, register
+from lifelong.methods.base import Compatibility, SelectsPerTask, register
 from lifelong.methods.prompt_tuning import PromptOptions, PromptSelection, decoder, prompt_names
 from lifelong.sampling import cache_in
 
@@ -79,14 +79,10 @@ class PrefixTuningConfig(PromptOptions):
     name: Literal["prefix_tuning"] = "prefix_tuning"
 
 
-class PrefixTuning:
+class PrefixTuning(SelectsPerTask):
     # Adds weights and freezes the base, like an adapter; the trainable set changes between tasks
     # (progressive, or the base on the first task), which DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="adapter", distributed=False)
-
-    def __init__(self, cfg: PrefixTuningConfig):
-        self.cfg = cfg
-        self.task = -1  # the task whose selection is in place
 
     def setup(self, model, ctx):
         config = model.config
@@ -109,36 +105,11 @@ class PrefixTuning:
         self.selection.select(0, self.cfg.train_base_on_first_task)
         return model
 
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
+    def select(self, task_index: int) -> None:
         self.selection.select(task_index, self.cfg.train_base_on_first_task and task_index == 0)
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
 
     def route(self, task_index, model):
         return self.selection.only(task_index, model) if self.cfg.progressive else nullcontext()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
 
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
-
-
-register(
-    "prefix_tuning",
-    PrefixTuningConfig,
-    PrefixTuning,
-    "learned attention prefixes (stock PEFT modules), base frozen; progressive: one per task, concatenated",
-)
+register("prefix_tuning", PrefixTuningConfig, PrefixTuning)

@@ -24,14 +24,14 @@ in `model.safetensors`). Extra compute per step: n (or n x tasks so far) more po
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from peft import PromptTuningConfig as PeftPromptTuningConfig
 from peft.tuners.prompt_tuning import PromptEmbedding, PromptTuningInit
 from pydantic import Field
 
-from lifelong.methods.base import Compatibility, Located, MethodConfig, register
+from lifelong.methods.base import Compatibility, Located, MethodConfig, SelectsPerTask, register
 from lifelong.sampling import cache_in
 
 SHARED = "shared"  # the one prompt's name when not progressive
@@ -155,14 +155,10 @@ class PromptTuningConfig(PromptOptions):
 INITS = {"sample_vocab": PromptTuningInit.SAMPLE_VOCAB, "random": PromptTuningInit.RANDOM}
 
 
-class PromptTuning:
+class PromptTuning(SelectsPerTask):
     # Adds weights and freezes the base, like an adapter; the trainable set changes between tasks
     # (progressive, or the base on the first task), which DistributedDataParallel does not allow.
     compatibility = Compatibility(kind="adapter", distributed=False)
-
-    def __init__(self, cfg: PromptTuningConfig):
-        self.cfg = cfg
-        self.task = -1  # the task whose selection is in place
 
     def setup(self, model, ctx):
         embeddings = model.get_input_embeddings()
@@ -183,36 +179,11 @@ class PromptTuning:
         self.selection.select(0, self.cfg.train_base_on_first_task)
         return model
 
-    def train_examples(self, task_index, stream):
-        return None
-
-    def before_task(self, task_index, model) -> None:
-        self.task = task_index
+    def select(self, task_index: int) -> None:
         self.selection.select(task_index, self.cfg.train_base_on_first_task and task_index == 0)
-
-    def replay_batch(self, task_index, step, model):
-        return None
-
-    def loss_terms(self, model, task, replay):
-        return {}
-
-    def after_task(self, task_index, model) -> None:
-        pass
 
     def route(self, task_index, model):
         return self.selection.only(task_index, model) if self.cfg.progressive else nullcontext()
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"task": self.task}
 
-    def load_state_dict(self, state: dict[str, Any], model) -> None:
-        if state["task"] >= 0:
-            self.before_task(int(state["task"]), model)
-
-
-register(
-    "prompt_tuning",
-    PromptTuningConfig,
-    PromptTuning,
-    "learned prompt embeddings (stock PEFT modules), base frozen; progressive: one per task, concatenated",
-)
+register("prompt_tuning", PromptTuningConfig, PromptTuning)

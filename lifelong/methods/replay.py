@@ -1,23 +1,23 @@
-"""Experience replay: a reservoir buffer of real examples from earlier tasks, mixed into every step.
+"""Experience replay: a buffer of real examples from earlier tasks (an equal share per task by default),
+mixed into every step.
 
-Also home to the pieces self-replay shares: the reservoir buffer, the frozen teacher and the replay
+Also home to the pieces self-replay shares: the buffer, the frozen teacher and the replay
 losses (`ntp`: next-token loss on the replay rows; `kl`: KL(teacher || model) over their positions).
 """
 
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from lifelong.data.batching import Batch, EncodedSet
+from lifelong.data.batching import Batch, EncodedSet, pad_rows
 from lifelong.methods.base import (
-    Compatibility,
     Forward,
+    Method,
     MethodConfig,
     Route,
     no_route,
@@ -27,13 +27,13 @@ from lifelong.methods.base import (
 from lifelong.seeding import generator
 
 
-class ReservoirBuffer:
-    """At most `capacity` real rows of earlier tasks.
+class ReplayBuffer:
+    """At most `capacity` real rows of earlier tasks, kept one of two ways.
 
-    `balanced` (the default) splits the capacity equally between the tasks seen so far, each share a
-    uniform sample of its task's rows: a task with 100 rows keeps as many slots as one with 10,000.
-    Otherwise the buffer is one reservoir over every row offered, so tasks are kept in proportion
-    to their size.
+    `balanced` (the default): the capacity is split between the tasks seen so far, as evenly as it
+    divides (the earlier tasks keep the odd slots), each share a uniform sample of its task's rows. A
+    task with 100 rows keeps as many slots as one with 10,000; with more tasks than slots the newest
+    tasks get none. Otherwise a reservoir over every row offered: tasks kept in proportion to size.
     """
 
     def __init__(self, capacity: int, gen: torch.Generator, balanced: bool = True):
@@ -66,16 +66,16 @@ class ReservoirBuffer:
                 self.tasks[slot] = task
 
     def _add_balanced(self, data: EncodedSet, task: int) -> None:
-        quota = max(1, self.capacity // (task + 1))
+        quota = balanced_quotas(self.capacity, task + 1)  # a task's quota never grows as tasks arrive
         keep: list[int] = []
-        for t in range(task):  # shrink every earlier share to the new quota, uniformly
+        for t in range(task):  # shrink every earlier share to its new quota, uniformly
             rows = [i for i, owner in enumerate(self.tasks) if owner == t]
-            picks = torch.randperm(len(rows), generator=self.gen)[:quota].sort().values
+            picks = torch.randperm(len(rows), generator=self.gen)[: quota[t]].sort().values
             keep += [rows[int(j)] for j in picks]
         self.rows = [self.rows[i] for i in keep]
         self.starts = [self.starts[i] for i in keep]
         self.tasks = [self.tasks[i] for i in keep]
-        for i in torch.randperm(len(data), generator=self.gen)[:quota].sort().values.tolist():
+        for i in torch.randperm(len(data), generator=self.gen)[: quota[task]].sort().values.tolist():
             self._append(data, i, task)
         self.seen += len(data)
 
@@ -92,10 +92,7 @@ class ReservoirBuffer:
         return self._packed.batch(picks, loss_on), [self.tasks[i] for i in picks.tolist()]
 
     def as_set(self, prefix_len: int, pad_id: int) -> EncodedSet:
-        width = max(len(r) for r in self.rows)
-        ids = torch.full((len(self.rows), width), pad_id, dtype=torch.long)
-        for i, r in enumerate(self.rows):
-            ids[i, : len(r)] = r
+        ids, _ = pad_rows(self.rows, pad_id)  # (N, W)
         lengths = torch.tensor([len(r) for r in self.rows], dtype=torch.long)
         return EncodedSet(ids, lengths, torch.tensor(self.starts, dtype=torch.long), prefix_len)
 
@@ -120,6 +117,12 @@ class ReservoirBuffer:
             self.rows = [ids[i, : lengths[i]].clone() for i in range(len(lengths))]
             self.starts = [int(s) for s in state[f"{prefix}starts"]]
             self.tasks = [int(t) for t in state[f"{prefix}tasks"]]
+
+
+def balanced_quotas(capacity: int, n_tasks: int) -> list[int]:
+    """`capacity` slots dealt out to `n_tasks` tasks in turn, earliest first: they sum to at most
+    `capacity`, differ by at most one, and each task's count only shrinks as `n_tasks` grows."""
+    return [len(range(t, capacity, n_tasks)) for t in range(n_tasks)]
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -201,9 +204,7 @@ def check_kl_temperature(loss: str, kl_temperature: float) -> None:
         raise ValueError("kl_temperature applies to the KL replay loss only: set loss: kl")
 
 
-class Replay:
-    compatibility = Compatibility()
-
+class Replay(Method):
     def __init__(self, cfg: ReplayConfig):
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
@@ -211,14 +212,11 @@ class Replay:
 
     def setup(self, model, ctx):
         self.ctx = ctx
-        self.buffer = ReservoirBuffer(
+        self.buffer = ReplayBuffer(
             self.cfg.buffer_size, generator(ctx.seed, "replay-buffer"), self.cfg.balanced
         )
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         return model
-
-    def train_examples(self, task_index, stream):
-        return None
 
     def before_task(self, task_index, model) -> None:
         if self.cfg.loss == "kl" and len(self.buffer):
@@ -238,14 +236,11 @@ class Replay:
             return {}
         t = self.cfg.kl_temperature
         loss = replay_loss(self.cfg.loss, replay, self.teacher, t, self.tasks, self.ctx.route)
-        return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
+        return {self.cfg.loss: self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
         self.buffer.add(self.ctx.stream.tasks[task_index].train, task_index)
         self.teacher = None
-
-    def route(self, task_index, model):
-        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         return self.buffer.state_dict("buffer.") | teacher_state(self.teacher)
@@ -269,4 +264,4 @@ def load_teacher(state: dict[str, Any], model: torch.nn.Module) -> torch.nn.Modu
     return teacher
 
 
-register("replay", ReplayConfig, Replay, "experience replay from a task-balanced buffer of real examples")
+register("replay", ReplayConfig, Replay)

@@ -14,17 +14,16 @@ the other; the bos rows of `include_base` inside the route of the newest task pi
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 
-from lifelong.data.batching import Batch
+from lifelong.data.batching import Batch, pad_rows
 from lifelong.errors import UserError
-from lifelong.methods.base import Compatibility, MethodConfig, Route, per_task_rows, register
+from lifelong.methods.base import Method, MethodConfig, Route, per_task_rows, register
 from lifelong.methods.replay import (
-    ReservoirBuffer,
+    ReplayBuffer,
     check_kl_temperature,
     distill_kl,
     frozen_copy,
@@ -64,9 +63,7 @@ class SelfReplayConfig(MethodConfig):
         return self
 
 
-class SelfReplay:
-    compatibility = Compatibility()
-
+class SelfReplay(Method):
     def __init__(self, cfg: SelfReplayConfig):
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
@@ -82,7 +79,7 @@ class SelfReplay:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         self.gen = generator(ctx.seed, "self-replay", device=ctx.device)
-        self.buffer = ReservoirBuffer(
+        self.buffer = ReplayBuffer(
             self.cfg.buffer_size, generator(ctx.seed, "self-replay-buffer"), self.cfg.balanced
         )
         bos = ctx.tokenizer.bos_token_id
@@ -90,9 +87,6 @@ class SelfReplay:
             raise UserError("self_replay include_base needs a tokenizer with a bos token")
         self.base_prompt = [bos] if self.cfg.include_base else None
         return model
-
-    def train_examples(self, task_index, stream):
-        return None
 
     def prompts(self, task_index: int) -> list[list[int]]:
         earlier = [t.prefix for t in self.ctx.stream.tasks[:task_index]]
@@ -163,16 +157,13 @@ class SelfReplay:
         else:
             t = self.cfg.kl_temperature
             loss = replay_loss(self.cfg.loss, replay, self.teacher, t, self.batch_tasks, self.ctx.route)
-        return {f"replay_{self.cfg.loss}": self.cfg.coef * loss}
+        return {self.cfg.loss: self.cfg.coef * loss}
 
     def after_task(self, task_index, model) -> None:
         if self.cfg.source == "stored":
             self.buffer.add(self.ctx.stream.tasks[task_index].train, task_index)
         self.teacher, self.chunk, self.chunk_logits, self.batch_logits = None, None, None, None
         self.chunk_tasks, self.batch_tasks = None, None
-
-    def route(self, task_index, model):
-        return nullcontext()
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"gen": self.gen.get_state(), "served": self.served}
@@ -242,22 +233,14 @@ def teacher_logits_by_position(prompts: list[list[int]], logits: torch.Tensor) -
 def samples_batch(prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int) -> Batch:
     """Rows `prompt + sampled`, cut after the first eos: later tokens are not of the data's
     distribution (training rows end at eos), so they are masked out of attention and loss."""
-    n, new = sampled.shape
+    new = sampled.shape[1]
     is_eos = (sampled == eos_id).long()  # (n, S)
     keep_new = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first eos
-    width = max(len(p) for p in prompts) + new
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    attention = torch.zeros((n, width), dtype=torch.long)
-    loss = torch.zeros((n, width), dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, : len(p)] = torch.tensor(p)
-        ids[i, len(p) : len(p) + new] = sampled[i].masked_fill(~keep_new[i], pad_id)
-        attention[i, : len(p)] = 1
-        attention[i, len(p) : len(p) + new] = keep_new[i]
-        loss[i, len(p) : len(p) + new] = keep_new[i]  # the prompt is given, not predicted
+    rows = [p + sampled[i, keep_new[i]].tolist() for i, p in enumerate(prompts)]
+    ids, attention = pad_rows(rows, pad_id, width=max(len(p) for p in prompts) + new)  # (n, W) each
+    starts = torch.tensor([len(p) for p in prompts]).unsqueeze(1)  # (n, 1)
+    loss = attention.bool() & (torch.arange(ids.shape[1]) >= starts)  # the prompt is given, not predicted
     return Batch(ids, attention, loss)
 
 
-register(
-    "self_replay", SelfReplayConfig, SelfReplay, "self-generated replay from a frozen copy (the headline)"
-)
+register("self_replay", SelfReplayConfig, SelfReplay)

@@ -17,8 +17,9 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from lifelong.errors import UserError
+from lifelong.errors import UserError, first_line
 from lifelong.models.cache import require_cached
+from lifelong.paths import missing_model_path
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 
@@ -92,14 +93,22 @@ def load_pretrained(
     kwargs = {"trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
-    if Path(path).exists():
+    if problem := missing_model_path(path):
+        raise UserError(problem)
+    local = Path(path).expanduser()
+    if local.exists():
         kwargs["local_files_only"] = True
+        path = str(local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
     except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"could not load model {path!r}: {first_line}") from err
+        raise UserError(f"could not load model {path!r}: {first_line(err)}") from err
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":
+            raise
+        bad = unreadable_weights(local) if local.is_dir() else None
+        raise UserError(f"could not load model {path!r}: {bad or first_line(err)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     missing = [t for t in task_tokens if t not in tokenizer.get_vocab()]
@@ -107,6 +116,20 @@ def load_pretrained(
         tokenizer.add_tokens(missing, special_tokens=True)
         resize_quietly(model, len(tokenizer))
     return model, tokenizer
+
+
+def unreadable_weights(folder: Path) -> str | None:
+    """`file is corrupt or truncated: why` for the first safetensors file in `folder` that cannot be read."""
+    from safetensors import safe_open
+
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    f.get_tensor(key)
+        except Exception as err:  # noqa: BLE001 (SafetensorError, OSError: the file is the problem)
+            return f"{weights} is corrupt or truncated: {first_line(err)}"
+    return None
 
 
 def resize_quietly(model, vocab_size: int) -> None:

@@ -59,7 +59,7 @@ def require_cached(name: str, cache: str | Path | None = None) -> Path:
     path = cached_model_path(name, cache)
     if path is not None:
         return path
-    from lifelong.pretrain import builtin_pretrain_configs
+    from lifelong.config import builtin_pretrain_configs  # the pydantic configs, not torch
 
     builtin = name in builtin_pretrain_configs()
     how = f"run: lifelong pretrain {name}" if builtin else "make it with `lifelong pretrain CONFIG`"

@@ -42,10 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
-from lifelong.data import Stream, StreamInfo, register_stream
 from lifelong.data.loaders import load_examples, open_hf, read_file
+from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, clip_words, labelled_task, shuffled
-from lifelong.data.task import Example, MetricName, Task
+from lifelong.data.spec import DataSource
+from lifelong.data.task import Example, MetricName, Stream, Task
 from lifelong.errors import UserError
 
 
@@ -216,8 +217,6 @@ def split_file(folder: Path, split: str) -> Path | None:
 
 
 def hf_split(spec: ClassificationSet, source: str, split: str, what: str) -> Split:
-    from lifelong.config import DataSource
-
     data = open_hf(DataSource(hf=source, split=split), f"{what} {split}")
     label_field, text_fields = source_fields(spec, list(data.column_names), f"{what} {split}")
     names = getattr(data.features[label_field], "names", None)  # a ClassLabel's names, in index order
@@ -395,8 +394,6 @@ def trace_task(
 
 
 def trace_examples(name: str, path: Path) -> list[Example]:
-    from lifelong.config import DataSource
-
     source = DataSource(file=str(path), prompt_field="prompt", target_field="answer")
     return load_examples(source, "prompt_target", f"trace task {name!r} {str(path)!r}")
 

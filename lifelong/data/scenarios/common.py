@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from lifelong.data.sources import corpus_split
+from lifelong.data.split import seeded_split
 from lifelong.data.task import Example, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
@@ -36,11 +37,10 @@ def shuffled(items: Sequence[T], seed: int, *parts: object) -> list[T]:
 
 
 def split(items: Sequence[T], n_eval: int, seed: int, *parts: object) -> tuple[list[T], list[T]]:
-    """(train, eval): a seeded shuffle, the first `n_eval` held out; no item is in both."""
-    order = shuffled(items, seed, "split", *parts)
-    if len(order) <= n_eval:
-        raise UserError(f"{'/'.join(map(str, parts))}: {len(order)} examples, too few to hold out {n_eval}")
-    return order[n_eval:], order[:n_eval]
+    """(train, eval): a seeded shuffle, the first `n_eval` held out, both in shuffled order."""
+    if len(items) <= n_eval:
+        raise UserError(f"{'/'.join(map(str, parts))}: {len(items)} examples, too few to hold out {n_eval}")
+    return seeded_split(items, n_eval, seed, "split", *parts, keep_order=False)
 
 
 def cap_chars(docs: list[str], max_chars: int) -> list[str]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import random
 
-from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL
 from lifelong.data.sources.entities import entities
-from lifelong.data.task import Example, Task
+from lifelong.data.task import Example, Stream, Task
 from lifelong.errors import UserError
 from lifelong.scoring import format_entities
 from lifelong.seeding import derive_seed

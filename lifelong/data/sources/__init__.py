@@ -11,40 +11,16 @@ stripped), always in the same order.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-
+from lifelong.data.sources.base import (
+    CORPORA,
+    SourceBroken,
+    SourceMissing,
+    data_dir,
+    missing,
+    register_corpus,
+)
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
-
-
-class SourceMissing(UserError):
-    """A data source's package is not installed."""
-
-
-class SourceBroken(UserError):
-    """A data source's files are present but cannot be read (corrupt, truncated or empty)."""
-
-
-def missing(what: str, install: str) -> SourceMissing:
-    """The error for an absent source: `install` is the command that fixes it."""
-    return SourceMissing(f"{what} is not installed: {install}")
-
-
-def data_dir() -> Path:
-    """Where `scripts/fetch_data.sh` puts data that has no system-wide install: `$LIFELONG_DATA`."""
-    return Path(os.environ.get("LIFELONG_DATA") or Path.home() / ".cache" / "lifelong" / "data")
-
-
-# name -> (loader returning the documents, one-line description)
-CORPORA: dict[str, tuple[Callable[[], list[str]], str]] = {}
-
-
-def register_corpus(name: str, loader: Callable[[], list[str]], description: str) -> None:
-    if name in CORPORA:
-        raise ValueError(f"corpus {name!r} is registered twice")
-    CORPORA[name] = (loader, description)
 
 
 def load_corpus(name: str) -> list[str]:
@@ -76,3 +52,14 @@ def corpus_split(name: str) -> tuple[list[str], list[str]]:
 
 # Importing the source modules registers their corpora; they read no data until asked.
 from lifelong.data.sources import austen, fortunes, scattertext, sword  # noqa: E402, F401
+
+__all__ = [
+    "CORPORA",
+    "SourceBroken",
+    "SourceMissing",
+    "corpus_split",
+    "data_dir",
+    "load_corpus",
+    "missing",
+    "register_corpus",
+]

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lifelong.data.sources import SourceBroken, data_dir, missing, register_corpus
+from lifelong.data.sources.base import SourceBroken, data_dir, missing, register_corpus
 
 R_DATA = Path("usr/lib/R/site-library/janeaustenr/data")  # inside the package (and its `dpkg -x` copy)
 LENGTH_HEADER = 4  # bytes before each zlib stream in the .rdb: the uncompressed length

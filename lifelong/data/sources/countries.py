@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lifelong.data.sources import SourceBroken, missing
+from lifelong.data.sources.base import SourceBroken, missing
 from lifelong.errors import UserError
 
 COUNTRYINFO = "countryinfo"  # the package whose data/ directory holds the JSON files

@@ -10,7 +10,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from lifelong.data.sources import missing
+from lifelong.data.sources.base import missing
 from lifelong.errors import UserError
 
 KINDS: dict[str, Callable[[Any], str]] = {

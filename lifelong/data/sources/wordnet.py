@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lifelong.data.sources import SourceBroken, missing
+from lifelong.data.sources.base import SourceBroken, missing
 from lifelong.errors import UserError
 
 WORDNET_DIR = Path("/usr/share/wordnet")

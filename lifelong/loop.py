@@ -1,0 +1,129 @@
+"""What the two training loops share (lifelong/train.py, lifelong/pretrain.py): the optimizer, the LR
+schedule, the step (backward, clipping, optimizer step, zero_grad), Ctrl-C handling, trackers.
+
+Only these functions call backward, clipping, the optimizer and zero_grad; the loops call them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import signal
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal, Protocol
+
+import torch
+from pydantic import BaseModel
+
+from lifelong.errors import UserError
+
+
+class Schedule(Protocol):
+    """The fields of a config that shape the LR schedule (TrainConfig, and pretraining's TrainSpec)."""
+
+    warmup_steps: int
+    schedule: Literal["constant", "cosine", "linear"]
+    min_lr_ratio: float
+
+
+class OptimizerSettings(Protocol):
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+
+
+def lr_factor(step: int, total: int, cfg: Schedule) -> float:
+    """Multiplier of the peak LR at `step` (0-based) of a schedule of `total` steps."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    shape = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1 - frac
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def new_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: OptimizerSettings, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW over `params` with the config's rate, betas and weight decay."""
+    # the fused kernel is several times faster than the per-tensor loop on CPU and on CUDA
+    fused = True if device.type in ("cpu", "cuda") else None
+    return torch.optim.AdamW(
+        list(params), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+    )
+
+
+def optimizer_step(
+    accelerator: Any | None,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    model: torch.nn.Module,
+    grad_clip: float | None,
+) -> None:
+    """Backward of `loss`, gradients clipped to `grad_clip` (if set), one optimizer step, gradients
+    cleared. Through the accelerate `Accelerator` when given (mixed precision, several processes)."""
+    if accelerator is None:
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    else:
+        accelerator.backward(loss)
+        if grad_clip:
+            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[dict[str, bool]]:
+    """The first Ctrl-C sets a flag that the loop reads between steps; a second one stops at once."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Ctrl-C alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+
+
+def check_trackers(trackers: list[str]) -> None:
+    for name in trackers:
+        if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
+            raise UserError(f"tracking with {name} needs its package: pip install {TRACKER_PACKAGES[name]}")
+
+
+def flat_config(cfg: BaseModel) -> dict[str, str | int | float | bool]:
+    """The config as flat scalars, the form experiment trackers accept as hyperparameters."""
+    out: dict[str, str | int | float | bool] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        elif value is not None:
+            out[prefix] = value if isinstance(value, str | int | float | bool) else str(value)
+
+    walk("", cfg.model_dump(mode="json"))
+    return out
