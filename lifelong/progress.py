@@ -3,6 +3,9 @@ scheduler), where rich shows no live bars, one plain line per evaluation instead
 
     toy_naive: task 2/4 step 300 loss L scores S1 S2 S3 S4 elapsed 1m05s   (every task's score so far)
     en-tiny: step 100/1025 loss L scores kjv K web W austen A elapsed 2m31s (held-out loss per source)
+
+`loss` is that step's training loss; `elapsed` the run's training and evaluation time so far (across
+resumes), or for runs side by side the time since they started.
 """
 
 from __future__ import annotations

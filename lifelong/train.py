@@ -1,7 +1,8 @@
 """The one training loop: a stream of tasks, each trained for `steps_per_task` steps, the whole stream
 evaluated after every task (and every `eval_every` steps), checkpoints after every task (and every
-`checkpoint_every` steps). Methods change what is trained through their hooks; only this file calls
-backward, clipping, the optimizer and zero_grad.
+`checkpoint_every` steps). Methods change what is trained through their hooks, called from here in
+one order (architecture methods first); only this loop steps the optimizer, through the step core
+in `loop.py` (backward, clipping, `step`, `zero_grad`) that `lifelong pretrain` shares.
 
     from lifelong import load_config, run
     result = run(load_config("toy_self_replay"))
@@ -30,6 +31,7 @@ from lifelong.loop import (
     lr_factor,
     new_optimizer,
     optimizer_step,
+    set_lr,
     stop_on_ctrl_c,
 )
 from lifelong.losses import next_token_loss
@@ -173,8 +175,7 @@ class Trainer:
             start = time.perf_counter()
             total = cfg.steps_per_task if cfg.rewarm else cfg.steps_per_task * len(self.data)
             at = step if cfg.rewarm else self.global_step()
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(at, total, cfg)
+            set_lr(self.optimizer, cfg.lr * lr_factor(at, total, cfg))
             batch = examples.batch(schedule.rows(step)[rank::world], cfg.loss_on)
             extras = [m.replay_batch(t, step, self.raw) for m in self.hooked]
             terms = self.step(batch, extras)

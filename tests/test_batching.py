@@ -12,6 +12,8 @@ from lifelong.data.batching import (
     encode_stream,
     encode_task,
     forward_groups,
+    pad_rows,
+    pad_width,
 )
 from lifelong.data.task import Example, Stream, Task
 from lifelong.data.toy import EQ, toy_stream
@@ -337,3 +339,13 @@ def test_encode_stream_max_len_mixed_tasks():
     assert enc.name == "mix"
     assert enc.max_len == 12  # the text windows fill the context
     assert [t.kind for t in enc.tasks] == ["prompt_target", "text"]
+
+
+def test_pad_rows_right_left_and_to_a_width():
+    rows = [[1, 2, 3], torch.tensor([4])]  # lists and 1-D tensors alike
+    ids, attention = pad_rows(rows, pad_id=9)
+    assert ids.tolist() == [[1, 2, 3], [4, 9, 9]] and attention.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, attention = pad_rows(rows, pad_id=9, side="left", width=4)
+    assert ids.tolist() == [[9, 1, 2, 3], [9, 9, 9, 4]] and attention.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1]]
+    assert ids.dtype == attention.dtype == torch.long
+    assert pad_width(torch.ones(2, 1, dtype=torch.long), 3, 0).tolist() == [[1, 0, 0], [1, 0, 0]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections import Counter
 
 import datasets
@@ -13,14 +14,14 @@ import pytest
 
 from lifelong.config import stream_config
 from lifelong.data import builtin_streams
-from lifelong.data.registry import describe_stream
+from lifelong.data.registry import BUILTIN_STREAMS, StreamInfo, describe_stream
 from lifelong.data.scenarios.benchmarks import (
     CLASSIFICATION_SETS,
     ORDERS,
     text_cls_benchmark_stream,
     trace_stream,
 )
-from lifelong.data.task import Example
+from lifelong.data.task import Example, Stream
 from lifelong.errors import UserError
 
 PER_CLASS = 8  # rows of every class in each local training split (test splits: 4)
@@ -279,3 +280,35 @@ def test_registered_and_listed_without_building():
         assert "needs:" in text and "not available" not in text
         cfg = stream_config(name, "naive")
         assert cfg.model.base == "en-tiny" and cfg.stream.builtin == name
+
+
+def streams_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """`lifelong streams ARGS`: exit code, stdout, stderr."""
+    from lifelong.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["lifelong", "streams", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_streams_command_lists_without_building_and_sizes_the_named(monkeypatch, capsys):
+    def never_built(seed: int = 0) -> Stream:
+        """A stream that `lifelong streams` must not build."""
+        raise AssertionError("built")
+
+    monkeypatch.setitem(BUILTIN_STREAMS, "unbuilt", StreamInfo(never_built, "nowhere", "none", "loss"))
+    code, listed, err = streams_cli([], monkeypatch, capsys)
+    assert code == 0, err
+    assert (
+        "unbuilt: A stream that `lifelong streams` must not build." in listed and "train / eval" not in listed
+    )
+    code, shown, err = streams_cli(["toy"], monkeypatch, capsys)
+    assert code == 0 and "<add>            train / eval 9,744 / 256 examples" in shown, err
+    assert "unbuilt" not in shown
+    code, _, err = streams_cli(["nope"], monkeypatch, capsys)
+    assert code == 2 and "unknown stream 'nope'" in err

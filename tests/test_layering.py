@@ -95,6 +95,15 @@ def test_no_import_cycle_in_the_package():
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+def test_layers_point_one_way():
+    graph = import_graph()
+    data = [m for m in graph if m == "lifelong.data" or m.startswith("lifelong.data.")]
+    assert not [m for m in data if graph[m] & {"lifelong.config", "lifelong.train", "lifelong.models"}]
+    assert graph["lifelong.data.spec"] <= {"lifelong.errors", "lifelong.data.task"}  # the schemas: a leaf
+    assert "lifelong.train" not in graph["lifelong.pretrain"]
+    assert "lifelong.pretrain" not in graph["lifelong.models.cache"]
+
+
 def test_find_cycle_reports_one():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None

@@ -94,6 +94,22 @@ def test_divergence_stops_the_task_with_a_clear_message(tmp_path, write_config, 
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
     assert "diverged: the loss became" in err and "Traceback" not in err
+    assert "no checkpoint was written yet" in err and "checkpoint is kept" not in err  # none exists
+
+
+def test_float16_on_a_cpu_is_refused_before_training(tmp_path, write_config, monkeypatch, capsys):
+    """float16 matmuls overflow on a CPU and the loss turns NaN: one line naming the dtype, exit 2."""
+    from lifelong.cli import main
+    from tests.conftest import small_config_dict
+
+    data = small_config_dict(tmp_path)
+    data["model"] = {**data["model"], "dtype": "float16"}
+    monkeypatch.setattr(sys, "argv", ["lifelong", "run", str(write_config(data))])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "float16" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "small").exists()  # a run that fails to start leaves nothing
 
 
 def test_target_only_loss_reads_fewer_tokens(small_config):
