@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # F.cross_entropy's target that scores nothing: the last position predicts no token
-
 
 def next_token_loss(
     logits: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor | None = None
@@ -16,12 +14,8 @@ def next_token_loss(
     Token t is predicted at position t-1, so `loss_mask` (B, T) is read from its second column on;
     without a mask every position counts. The loss is computed in float32 whatever the logits' dtype.
     """
-    rows, length = input_ids.shape
-    # Position t predicts token t+1. The logits are read as (B * T, V) rows, a view (no copy of the
-    # largest tensor of the step) in the loss's fast layout; the last position has no target.
-    targets = F.pad(input_ids[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)  # (B * T,)
-    ce = F.cross_entropy(logits.reshape(rows * length, -1).float(), targets, reduction="none")
-    ce = ce.view(rows, length)[:, :-1]  # (B, T-1)
+    logits = logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
+    ce = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # (B, T-1)
     mask = torch.ones_like(ce) if loss_mask is None else loss_mask[:, 1:].to(ce.dtype)  # (B, T-1)
     return ce * mask, mask
 
