@@ -68,10 +68,9 @@ def run_cmd(
     ] = None,
 ) -> None:
     """Run each config (default: the toy stream with naive and self_replay) and compare them."""
-    from lifelong.config import load_config, parse_config, stream_config
+    from lifelong.config import load_config, stream_config
     from lifelong.parallel import default_jobs, run_side_by_side
     from lifelong.report import print_runs
-    from lifelong.rundir import RunDir, check_resumable, saved_config_data
     from lifelong.train import resume as resume_run
     from lifelong.train import run
 
@@ -81,13 +80,9 @@ def run_cmd(
     console = Console()
     if resume is not None:
         cfg = config_to_resume(resume, configs or [], overrides)
-        if RunDir(resume).finished:
-            if cfg is not None:
-                check_resumable(resume, parse_config(saved_config_data(resume)), cfg)
+        if resume_run(resume, cfg, show_progress=progress).already_finished:
             message = f"{resume} is finished: nothing to resume, its files are unchanged"
             console.print(message, highlight=False, markup=False, soft_wrap=True)
-        else:
-            resume_run(resume, cfg, show_progress=progress)
         print_runs([resume], console)
         return
     if stream is not None and configs:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from lifelong.config import RunConfig
+from lifelong.config import RunConfig, parse_config
 from lifelong.data import build_stream
 from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
 from lifelong.errors import DivergenceError, UserError
@@ -39,7 +39,7 @@ from lifelong.methods import Forward, MethodContext, build_method, call_order, m
 from lifelong.models import load_for_run
 from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
 from lifelong.report import write_results
-from lifelong.rundir import Progress, RunDir, read_json, warn
+from lifelong.rundir import Progress, RunDir, check_resumable, read_json, saved_config_data, warn
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
 
 
@@ -53,6 +53,7 @@ class RunResult:
     config: RunConfig
     progress: Progress
     task_names: list[str]
+    already_finished: bool = False  # `resume` of a run that had finished: nothing was trained or written
 
 
 class Trainer:
@@ -349,14 +350,18 @@ def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
 def resume(path: str | Path, cfg: RunConfig | None = None, show_progress: bool = True) -> RunResult:
     """Continue the run in `path` from its newest checkpoint (or from the start if it has none). A
     finished run is returned as it is: nothing is trained or written again."""
+    if RunDir(Path(path)).finished:
+        return finished_result(RunDir(Path(path)), cfg)
     run_dir, cfg = RunDir.open(Path(path), cfg)
-    if run_dir.finished:
-        return finished_result(run_dir, cfg)
     return Trainer(cfg, run_dir, resume=True, show_progress=show_progress).run()
 
 
-def finished_result(run_dir: RunDir, cfg: RunConfig) -> RunResult:
-    """The result of a finished run, read from its last checkpoint and matrix.json."""
+def finished_result(run_dir: RunDir, cfg: RunConfig | None) -> RunResult:
+    """The result of a finished run, read from its last checkpoint and matrix.json; `cfg`, if given,
+    must compute the same thing as the saved config (it is not written: the run's files stay)."""
+    saved = parse_config(saved_config_data(run_dir.path), str(run_dir.path / "config.yaml"))
+    if cfg is not None:
+        check_resumable(run_dir.path, saved, cfg)
     ckpt = run_dir.latest_checkpoint()
     if ckpt is None:
         raise UserError(
@@ -364,4 +369,4 @@ def finished_result(run_dir: RunDir, cfg: RunConfig) -> RunResult:
         )
     progress = Progress(**read_json(ckpt / "progress.json", "checkpoint file"))
     tasks = read_json(run_dir.path / "matrix.json", "results file")["tasks"]
-    return RunResult(run_dir.path, cfg, progress, tasks)
+    return RunResult(run_dir.path, saved, progress, tasks, already_finished=True)
