@@ -25,7 +25,9 @@ SMALL = {
     "ner": {"n_train": 200, "n_eval": 40, "n_names": 100},
     "relations": {"n_train": 200, "n_eval": 40},
     "translation": {"n_train": 200, "n_eval": 40},
+    "instructions": {"n_train": 100, "n_eval": 20},
 }
+PRETRAINED_BASE = {"instructions": "smollm2-135m-instruct"}  # streams suggesting a base other than en-tiny
 
 
 def build(name: str, seed: int = 0, **options):
@@ -54,7 +56,9 @@ def test_every_scenario_stream_is_registered_with_defaults():
     assert set(SMALL) | {"toy"} <= set(streams)
     for name in SMALL:
         cfg = stream_config(name, "self_replay")
-        assert cfg.model.base == "en-tiny" and [m.name for m in cfg.methods] == ["self_replay"]
+        assert cfg.model.base == PRETRAINED_BASE.get(name, "en-tiny") and [m.name for m in cfg.methods] == [
+            "self_replay"
+        ]
 
 
 def test_language_stream_is_english_then_spanish():
@@ -149,3 +153,21 @@ def test_text_held_out_by_a_stream_is_never_pretraining_text():
     held_out = set(corpus_split("kjv")[1])
     assert stream_eval and all(any(doc.startswith(text) for doc in held_out) for text in stream_eval)
     assert not {doc for doc in pretrain_train if any(doc.startswith(text) for text in stream_eval)}
+
+
+def test_instruction_tasks_by_hand():
+    stream = build("instructions")
+    assert [t.name for t in stream.tasks] == ["modernize", "spanish", "sentiment", "countries", "lists"]
+    assert [t.metric for t in stream.tasks] == ["chrf", "chrf", "accuracy", "exact_match", "exact_match"]
+    tasks = {t.name: t for t in stream.tasks}
+    assert all(
+        e.prompt.startswith("Rewrite this verse in modern English:\n") for e in tasks["modernize"].train
+    )
+    assert {e.target for e in tasks["sentiment"].eval} == {"fresh", "rotten"}
+    facts = {e.prompt: e.target for t in (tasks["countries"].train, tasks["countries"].eval) for e in t}
+    assert facts.get("What is the capital of France?", "Paris") == "Paris"
+    for ex in tasks["lists"].train:
+        request, _, given = ex.prompt.partition(": ")
+        words = given.split(", ")
+        expected = sorted(words) if request.startswith("Sort") else words[::-1]
+        assert ex.target == ", ".join(expected)
