@@ -256,14 +256,34 @@ def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any]
     if stream not in streams:
         raise UserError(f"unknown stream {stream!r} (known: {', '.join(streams)})")
     info = streams[stream]
+    composed = with_adapter(methods, info.adapter)
+    shown = (
+        methods
+        if composed == methods
+        else f"{methods}+{'+'.join(m['name'] for m in method_list(info.adapter))}"
+    )
     data = {
-        "name": run_name(stream, methods),
+        "name": run_name(stream, shown),
         "stream": {"builtin": stream},
         "model": dict(info.model),
         "train": dict(info.train),
-        "methods": method_list(methods),
+        "methods": method_list(composed),
     }
     return parse_config(apply_overrides(data, overrides or {}), source=f"stream {stream}")
+
+
+def with_adapter(methods: str, adapter: str) -> str:
+    """`methods` composed with a stream's suggested `adapter` unless one of them adds weights itself
+    (lora_per_task, olora, prompt_tuning, ...); `naive` alone becomes the adapter's run."""
+    if not adapter:
+        return methods
+    names = [m["name"] for m in method_list(methods)]
+    try:
+        if any(method_entry(n).method_cls.compatibility.architecture for n in names):
+            return methods
+    except KeyError as err:
+        raise UserError(err.args[0]) from None
+    return adapter if names == ["naive"] else f"{methods}+{adapter}"
 
 
 def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:

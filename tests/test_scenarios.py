@@ -171,3 +171,14 @@ def test_instruction_tasks_by_hand():
         words = given.split(", ")
         expected = sorted(words) if request.startswith("Sort") else words[::-1]
         assert ex.target == ", ".join(expected)
+
+
+def test_a_stream_on_a_pretrained_base_composes_its_suggested_adapter():
+    runs = {spec: stream_config("instructions", spec) for spec in ("naive", "self_replay", "lora_per_task")}
+    assert [m.name for m in runs["naive"].methods] == ["lora"] and runs[
+        "naive"
+    ].name == "instructions-naive+lora"
+    assert [m.name for m in runs["self_replay"].methods] == ["self_replay", "lora"]
+    assert runs["self_replay"].methods[1].r == 16
+    assert [m.name for m in runs["lora_per_task"].methods] == ["lora_per_task"]  # adds weights itself
+    assert [m.name for m in stream_config("toy", "naive").methods] == ["naive"]  # no suggested adapter

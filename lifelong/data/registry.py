@@ -25,6 +25,9 @@ class StreamInfo:
     # Data that is not installed with the package (a hub download, a local copy): `lifelong streams`
     # then says this instead of building the stream, which could download gigabytes or wait on the hub.
     needs: str = ""
+    # Methods that `lifelong run --stream NAME --method M` composes with M when M adds no weights of its
+    # own (e.g. "lora:r=16" for a stream on a pretrained base: `naive` then trains LoRA adapters).
+    adapter: str = ""
 
 
 BUILTIN_STREAMS: dict[str, StreamInfo] = {}

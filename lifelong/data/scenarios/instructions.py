@@ -156,5 +156,6 @@ register_stream(
         metric="chrf (modernize, spanish), accuracy (sentiment), exact_match (countries, lists)",
         model=INSTRUCT_MODEL,
         train=INSTRUCT_TRAIN,
+        adapter="lora:r=16:alpha=32",
     ),
 )
