@@ -67,6 +67,8 @@ class TrainConfig(_Strict):
     eval_every: int | None = Field(default=None, ge=1)  # steps; the stream is also scored after each task
     eval_batch_size: int = Field(default=512, ge=1)
     eval_examples: int | None = Field(default=None, ge=1)  # cap per task (None: every eval example)
+    # answers written to predictions.jsonl at each evaluation, the first N of each task (0: none)
+    predictions: int = Field(default=8, ge=0)
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; plus one after each task
     keep_checkpoints: int = Field(default=2, ge=1)  # mid-task checkpoints kept (task ends are kept)
     mixed_precision: Literal["no", "bf16"] = "no"
@@ -81,6 +83,7 @@ RESUMABLE_FIELDS = {
     "tracking",
     "progress",
     "train.eval_batch_size",
+    "train.predictions",
     "train.checkpoint_every",
     "train.keep_checkpoints",
 }

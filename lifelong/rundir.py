@@ -5,6 +5,7 @@ runs/<name>/
   environment.json       what float results depend on besides the config: CPU, libraries, threads
   train_log.jsonl        one line per training step
   evals.jsonl            every evaluation of the whole stream (for the curves)
+  predictions.jsonl      at each evaluation, each task's first answers next to their targets
   matrix.json/.csv       the accuracy matrix with the initial model's row
   summary.json           AA, AIA, FGT, BWT, FWD, times
   curves.png             every task's score over training steps
@@ -243,7 +244,9 @@ class RunDir:
 
     def truncate_logs(self, global_step: int) -> None:
         """Drop log lines written after the checkpoint a resumed run starts from."""
-        for name in ("train_log.jsonl", "evals.jsonl"):
+        for name in ("train_log.jsonl", "evals.jsonl", "predictions.jsonl"):
+            if name == "predictions.jsonl" and not (self.path / name).exists():
+                continue  # train.predictions 0: none written
             kept = [r for r in self.read_log(name) if r["global_step"] <= global_step]
             atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
