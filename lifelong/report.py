@@ -49,6 +49,7 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "train_seconds": round(progress.train_seconds, 3),
         "eval_seconds": round(progress.eval_seconds, 3),
         "tasks_done": progress.task,
+        "context_length": data.context_length,  # tokens: a preset's max_length, else the model's own
         "trainable_params": progress.trainable_params,
         "total_params": progress.total_params,
         "peak_memory_mb": round(peak_memory_mb(), 1),
