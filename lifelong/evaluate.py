@@ -8,8 +8,8 @@ Scores are "higher is better" everywhere:
   keeps talking on the next line scores; one that answers wrong does not;
 - exact_match_strict: the greedy generation compared with the target token for token, eos included
   (it also asks whether the model stops right after the answer);
-- accuracy: the label with the highest log-likelihood among the task's labels (one forward per
-  prompt and label: see docs/metrics.md for its cost);
+- accuracy: the label with the highest log-likelihood among the task's labels (each prompt read once,
+  its KV cache shared by the labels: see docs/metrics.md for its cost);
 - loss: minus the mean next-token loss (nats per token) on the held-out text;
 - chrf, bleu, entity_f1: greedy generation (KV cache, up to twice the longest target), decoded and
   scored against the decoded targets (lifelong/scoring.py); a chrF task also reports BLEU.
@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from lifelong.data.batching import EncodedStream, EncodedTask, pad_rows
 from lifelong.errors import UserError
 from lifelong.losses import next_token_loss
-from lifelong.sampling import generate
+from lifelong.sampling import cache_keyword, generate
 from lifelong.scoring import TEXT_METRICS
 
 # Scores computed from the same generations as a task's metric and reported next to it.
@@ -194,13 +195,51 @@ def prediction_records(
 def choice_accuracy(
     model, prompts, targets, choices: list[list[int]], stream: EncodedStream, batch_size: int
 ) -> Scored:
-    rows = [p + c for p in prompts for c in choices]
-    starts = [len(p) for p in prompts for _ in choices]
-    logprob, _ = sequence_logprobs(model, rows, starts, stream.pad_id, batch_size)
-    best = logprob.view(len(prompts), len(choices)).argmax(-1).tolist()  # (N,)
+    best = choice_logprobs(model, prompts, choices, stream.pad_id, batch_size).argmax(-1).tolist()  # (N,)
     hits = [choices[b] == t for b, t in zip(best, targets, strict=True)]
     labels = [stream.decode(until_eos(choices[b], stream.eos_id)) for b in best]
     return Scored(sum(hits) / len(hits), labels, hits)
+
+
+def choice_logprobs(
+    model, prompts: list[list[int]], choices: list[list[int]], pad_id: int, batch_size: int
+) -> torch.Tensor:
+    """log p(choice | prompt) summed over each choice's tokens, for every prompt and choice: (N, C).
+
+    Each prompt is read once: one forward over the (left-padded) prompts fills a KV cache, which is
+    repeated for the C labels, and one more forward over the labels scores them all, so a prompt's
+    tokens are not recomputed per label. `batch_size` bounds the prompt x label rows of a forward."""
+    device = next(model.parameters()).device
+    n_choices = len(choices)
+    per = max(1, batch_size // n_choices)  # prompts per forward
+    labels, label_mask = (x.to(device) for x in pad_rows(choices, pad_id))  # (C, L) each
+    out = []
+    for i in range(0, len(prompts), per):
+        ids, mask = (x.to(device) for x in pad_rows(prompts[i : i + per], pad_id, side="left"))  # (B, P)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        cache, key = DynamicCache(), cache_keyword(model)
+        first = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{key: cache}
+        )
+        first_logp = torch.log_softmax(first.logits[:, -1].float(), -1)  # (B, V): each label's first token
+        cache.batch_repeat_interleave(n_choices)
+        rows = labels.repeat(len(ids), 1)  # (B*C, L): prompt b's labels in rows b*C .. b*C+C-1
+        row_mask = label_mask.repeat(len(ids), 1)  # (B*C, L)
+        label_pos = (
+            positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(rows.shape[1], device=device)
+        )
+        logits = model(
+            input_ids=rows,
+            attention_mask=torch.cat([mask.repeat_interleave(n_choices, 0), row_mask], 1),  # (B*C, P+L)
+            position_ids=label_pos,  # (B*C, L)
+            use_cache=True,
+            **{key: cache},
+        ).logits  # (B*C, L, V)
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)  # (B*C, L-1, V): predicts tokens 1..L-1
+        later = logp.gather(2, rows[:, 1:, None]).squeeze(2) * row_mask[:, 1:]  # (B*C, L-1)
+        head = first_logp.repeat_interleave(n_choices, 0).gather(1, rows[:, :1]).squeeze(1)  # (B*C,)
+        out.append((head + later.sum(-1)).view(len(ids), n_choices).cpu())
+    return torch.cat(out)
 
 
 def sequence_logprobs(
