@@ -27,6 +27,12 @@ from lifelong.methods.registry import MethodConfig, check_compatible, method_ent
 _M = TypeVar("_M", bound=BaseModel)
 
 
+PRESET_CONTEXT = 64  # a preset model's context when the config gives no max_length
+# The keys that say which model a config means: a YAML that sets one of them gets no part of the model
+# its built-in stream suggests (that suggestion is about another model).
+MODEL_SOURCE_KEYS = ("preset", "path", "base")
+
+
 class ModelConfig(_Strict):
     """A tiny preset trained from scratch (`preset`), a pretrained causal LM (`path`) or a model of
     the local cache by name (`base`, written by `lifelong pretrain`)."""
@@ -37,7 +43,9 @@ class ModelConfig(_Strict):
     gguf_file: str | None = None  # a GGUF file inside `path`
     trust_remote_code: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    max_length: int = Field(default=64, ge=4)  # context of a preset model
+    # The context of a preset model (64 if not given). Not a setting of a `path`/`base` model: its
+    # context comes from the model's own config (summary.json records the one used), so it is dropped.
+    max_length: int | None = Field(default=None, ge=4)
     overrides: dict[str, int] = Field(default_factory=dict)  # preset fields, e.g. hidden_size
 
     @model_validator(mode="after")
@@ -48,6 +56,7 @@ class ModelConfig(_Strict):
             self.preset = None
         if self.preset is None and self.path is None and self.base is None:
             raise ValueError("give a 'preset', a 'path' or a 'base'")
+        self.max_length = None if self.preset is None else self.max_length or PRESET_CONTEXT
         return self
 
 
@@ -67,6 +76,8 @@ class TrainConfig(_Strict):
     eval_every: int | None = Field(default=None, ge=1)  # steps; the stream is also scored after each task
     eval_batch_size: int = Field(default=512, ge=1)
     eval_examples: int | None = Field(default=None, ge=1)  # cap per task (None: every eval example)
+    # answers written to predictions.jsonl at each evaluation, the first N of each task (0: none)
+    predictions: int = Field(default=8, ge=0)
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; plus one after each task
     keep_checkpoints: int = Field(default=2, ge=1)  # mid-task checkpoints kept (task ends are kept)
     mixed_precision: Literal["no", "bf16"] = "no"
@@ -81,6 +92,7 @@ RESUMABLE_FIELDS = {
     "tracking",
     "progress",
     "train.eval_batch_size",
+    "train.predictions",
     "train.checkpoint_every",
     "train.keep_checkpoints",
 }
@@ -209,7 +221,31 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
         raise UserError(f"config {str(path_or_name)!r} is empty")
     if not isinstance(data, dict):
         raise UserError(f"{path_or_name}: expected a mapping of settings at the top level")
-    return parse_config(apply_overrides(data, overrides or {}), source=str(path_or_name))
+    data = with_stream_suggestions(apply_overrides(data, overrides or {}))
+    return parse_config(data, source=str(path_or_name))
+
+
+def with_stream_suggestions(data: dict[str, Any]) -> dict[str, Any]:
+    """A config of a built-in stream with the `model` and `train` settings that stream suggests (the
+    ones `lifelong run --stream NAME` starts from) for every key the config does not set itself. A
+    config that names its model (`preset`, `path` or `base`) keeps it whole. Unknown streams and
+    malformed sections are left as they are, for the validation to name."""
+    stream = data.get("stream")
+    name = stream.get("builtin") if isinstance(stream, dict) else stream
+    if not isinstance(name, str):
+        return data
+    from lifelong.data import builtin_streams
+
+    info = builtin_streams().get(name)
+    if info is None:
+        return data
+    out = dict(data)
+    model, train = out.get("model", {}), out.get("train", {})
+    if info.model and isinstance(model, dict) and not any(k in model for k in MODEL_SOURCE_KEYS):
+        out["model"] = {**info.model, **model}
+    if info.train and isinstance(train, dict):
+        out["train"] = {**info.train, **train}
+    return out
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -255,21 +291,14 @@ def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any]
     streams = builtin_streams()
     if stream not in streams:
         raise UserError(f"unknown stream {stream!r} (known: {', '.join(streams)})")
-    info = streams[stream]
-    composed = with_adapter(methods, info.adapter)
-    shown = (
-        methods
-        if composed == methods
-        else f"{methods}+{'+'.join(m['name'] for m in method_list(info.adapter))}"
+    composed = with_adapter(methods, streams[stream].adapter)
+    adapters = (
+        "+".join(m["name"] for m in method_list(streams[stream].adapter)) if composed != methods else ""
     )
-    data = {
-        "name": run_name(stream, shown),
-        "stream": {"builtin": stream},
-        "model": dict(info.model),
-        "train": dict(info.train),
-        "methods": method_list(composed),
-    }
-    return parse_config(apply_overrides(data, overrides or {}), source=f"stream {stream}")
+    shown = f"{methods}+{adapters}" if adapters else methods
+    data = {"name": run_name(stream, shown), "stream": {"builtin": stream}, "methods": method_list(composed)}
+    data = with_stream_suggestions(apply_overrides(data, overrides or {}))
+    return parse_config(data, source=f"stream {stream}")
 
 
 def with_adapter(methods: str, adapter: str) -> str:

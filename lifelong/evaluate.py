@@ -1,29 +1,56 @@
 """Deterministic, batched evaluation of every task of a stream: one row of the accuracy matrix.
 
 Scores are "higher is better" everywhere:
-- exact_match: greedy generation (KV cache) of the target, compared token for token, eos included;
-- accuracy: the label with the highest log-likelihood among the task's labels;
+- exact_match: the answer the model gives, compared as text. Greedy generation (KV cache) up to a few
+  tokens past the longest target, cut at the first end-of-sequence (or end-of-turn) token and at the
+  first newline, decoded and normalised (`normalise`: whitespace collapsed, case folded, trailing
+  punctuation dropped), then compared with the normalised target. A model that answers right and
+  keeps talking on the next line scores; one that answers wrong does not;
+- exact_match_strict: the greedy generation compared with the target token for token, eos included
+  (it also asks whether the model stops right after the answer);
+- accuracy: the label with the highest log-likelihood among the task's labels (each prompt read once,
+  its KV cache shared by the labels: see docs/metrics.md for its cost);
 - loss: minus the mean next-token loss (nats per token) on the held-out text;
 - chrf, bleu, entity_f1: greedy generation (KV cache, up to twice the longest target), decoded and
   scored against the decoded targets (lifelong/scoring.py); a chrF task also reports BLEU.
-Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards.
+Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards. The
+first examples' answers can be collected next to their targets (`predictions`), from the same
+generations that are scored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from transformers import DynamicCache
 
 from lifelong.data.batching import EncodedStream, EncodedTask, pad_rows
 from lifelong.errors import UserError
 from lifelong.losses import next_token_loss
-from lifelong.sampling import generate
+from lifelong.sampling import cache_keyword, generate
 from lifelong.scoring import TEXT_METRICS
 
 # Scores computed from the same generations as a task's metric and reported next to it.
 ALSO_REPORTED = {"chrf": ("bleu",)}
+# Characters dropped from the end of an answer and of its target before they are compared.
+TRAILING_PUNCTUATION = ".,;:!?"
+# Tokens generated past the longest target (at least), so an answer can be followed by its stop token
+# and a little more: a model that answers right must not be cut off mid-answer.
+ANSWER_SLACK = 4
+
+
+@dataclass
+class Scored:
+    """A task's score, and per example the text the model answered and whether it counted as right
+    (None where the metric scores the whole set rather than each answer, e.g. chrF)."""
+
+    score: float
+    answers: list[str] | None = None
+    correct: list[bool] | None = None
 
 
 def no_route(task_index: int) -> AbstractContextManager[None]:
@@ -38,17 +65,24 @@ def evaluate_stream(
     max_examples: int | None = None,
     route: Callable[[int], AbstractContextManager[None]] = no_route,
     details: dict[str, dict[str, float]] | None = None,
+    predictions: dict[str, list[dict[str, Any]]] | None = None,
+    n_predictions: int = 8,
 ) -> list[float]:
     """The score of every task of the stream, in stream order. Task i is scored inside `route(i)`:
     the methods' choice of weights for task i (e.g. its own adapter), restored afterwards. Scores
-    reported next to a task's own (ALSO_REPORTED) go to `details[task name]`."""
+    reported next to a task's own (ALSO_REPORTED) go to `details[task name]`; with `predictions`,
+    the first `n_predictions` examples of each generated or label-scored task go to
+    `predictions[task name]` as {prompt, target, prediction, correct} records."""
     was_training = model.training
     model.eval()
     scores = []
     try:
         for i, task in enumerate(stream.tasks):
             with route(i):
-                scores.append(evaluate_task(model, task, stream, batch_size, max_examples, details))
+                scored = evaluate_task(model, task, stream, batch_size, max_examples, details)
+            scores.append(scored.score)
+            if predictions is not None and n_predictions and scored.answers is not None:
+                predictions[task.name] = prediction_records(task, stream, scored, n_predictions)
         return scores
     finally:
         model.train(was_training)
@@ -61,34 +95,68 @@ def evaluate_task(
     batch_size: int,
     max_examples: int | None,
     details: dict[str, dict[str, float]] | None = None,
-) -> float:
+) -> Scored:
+    """One task's score (and its first answers), on its first `max_examples` eval examples."""
     n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
     prompts, targets = task.eval.prompts(n), task.eval.targets(n)
     if task.metric in TEXT_METRICS:
-        scores = text_scores(model, prompts, targets, stream, batch_size, task.metric)
+        scores, answers = text_scores(model, prompts, targets, stream, batch_size, task.metric)
         if details is not None and len(scores) > 1:
             details[task.name] = scores
-        return scores[task.metric]
+        return Scored(scores[task.metric], answers)
     if task.metric == "exact_match":
-        return exact_match(model, prompts, targets, stream.pad_id, stream.eos_id, batch_size)
+        return answer_match(model, prompts, targets, stream, batch_size)
+    if task.metric == "exact_match_strict":
+        return exact_match(model, prompts, targets, stream, batch_size)
     if task.metric == "accuracy":
-        return choice_accuracy(model, prompts, targets, task.choices, stream.pad_id, batch_size)
+        return choice_accuracy(model, prompts, targets, task.choices, stream, batch_size)
     rows = [p + t for p, t in zip(prompts, targets, strict=True)]
     logprob, count = sequence_logprobs(model, rows, [task.eval.prefix_len] * n, stream.pad_id, batch_size)
-    return float(logprob.sum() / count.sum())
+    return Scored(float(logprob.sum() / count.sum()))
 
 
-def exact_match(model, prompts, targets, pad_id: int, eos_id: int, batch_size: int) -> float:
+def normalise(text: str) -> str:
+    """An answer as compared: whitespace collapsed to single spaces, case folded, trailing punctuation
+    (TRAILING_PUNCTUATION) and spaces dropped. `" Paris. "` and `"paris"` are the same answer."""
+    return " ".join(text.split()).casefold().rstrip(TRAILING_PUNCTUATION + " ")
+
+
+def answer_text(ids: list[int], stream: EncodedStream) -> str:
+    """What a generation answers: its tokens up to the stream's stop token (eos, or a chat template's
+    end of turn), decoded, up to the first newline after its first words."""
+    return stream.decode(until_eos(ids, stream.eos_id)).split("\n", 1)[0]
+
+
+def answer_match(model, prompts, targets, stream: EncodedStream, batch_size: int) -> Scored:
+    """exact_match: the normalised answer text equals the normalised target text."""
     longest = max(len(t) for t in targets)
-    out = generate(model, prompts, longest, pad_id, greedy=True, stop_id=eos_id, batch_size=batch_size)
-    hits = [out[i, : len(t)].tolist() == t for i, t in enumerate(targets)]
-    return sum(hits) / len(hits)
+    room = stream.context_length - max(len(p) for p in prompts)
+    budget = max(longest, min(longest + max(ANSWER_SLACK, longest // 2), room))  # never below strict's
+    out = generate(
+        model, prompts, budget, stream.pad_id, greedy=True, stop_id=stream.eos_id, batch_size=batch_size
+    )
+    answers = [answer_text(row, stream) for row in out.tolist()]
+    wanted = [normalise(answer_text(t, stream)) for t in targets]
+    hits = [normalise(a) == w for a, w in zip(answers, wanted, strict=True)]
+    return Scored(sum(hits) / len(hits), answers, hits)
+
+
+def exact_match(model, prompts, targets, stream: EncodedStream, batch_size: int) -> Scored:
+    """exact_match_strict: the generated tokens equal the target's, its eos included."""
+    longest = max(len(t) for t in targets)
+    out = generate(
+        model, prompts, longest, stream.pad_id, greedy=True, stop_id=stream.eos_id, batch_size=batch_size
+    )
+    rows = out.tolist()
+    hits = [row[: len(t)] == t for row, t in zip(rows, targets, strict=True)]
+    return Scored(sum(hits) / len(hits), [stream.decode(until_eos(r, stream.eos_id)) for r in rows], hits)
 
 
 def text_scores(
     model, prompts, targets, stream: EncodedStream, batch_size: int, metric: str
-) -> dict[str, float]:
-    """Greedy generations decoded and scored by `metric` (and ALSO_REPORTED[metric])."""
+) -> tuple[dict[str, float], list[str]]:
+    """Greedy generations decoded and scored by `metric` (and ALSO_REPORTED[metric]), and the
+    decoded generations."""
     budget = min(2 * max(len(t) for t in targets), stream.context_length - max(len(p) for p in prompts))
     if budget < 1:
         raise UserError("the prompts fill the model's context: no room left to generate an answer")
@@ -99,20 +167,79 @@ def text_scores(
     references = [stream.decode(until_eos(t, stream.eos_id)) for t in targets]
     sources = [stream.decode(p[stream.prefix_len :]) for p in prompts]
     names = (metric, *ALSO_REPORTED.get(metric, ()))
-    return {name: TEXT_METRICS[name](predictions, references, sources) for name in names}
+    return {name: TEXT_METRICS[name](predictions, references, sources) for name in names}, predictions
 
 
 def until_eos(ids: list[int], eos_id: int) -> list[int]:
     return ids[: ids.index(eos_id)] if eos_id in ids else ids
 
 
-def choice_accuracy(model, prompts, targets, choices: list[list[int]], pad_id: int, batch_size: int) -> float:
-    rows = [p + c for p in prompts for c in choices]
-    starts = [len(p) for p in prompts for _ in choices]
-    logprob, _ = sequence_logprobs(model, rows, starts, pad_id, batch_size)
-    best = logprob.view(len(prompts), len(choices)).argmax(-1)  # (N,)
-    hits = [choices[int(b)] == t for b, t in zip(best, targets, strict=True)]
-    return sum(hits) / len(hits)
+def prediction_records(
+    task: EncodedTask, stream: EncodedStream, scored: Scored, n: int
+) -> list[dict[str, Any]]:
+    """The first `n` scored examples of `task` as {prompt, target, prediction[, correct]}."""
+    assert scored.answers is not None
+    n = min(n, len(scored.answers))
+    prompts, targets = task.eval.prompts(n), task.eval.targets(n)
+    records = []
+    for i in range(n):
+        record = {
+            "prompt": stream.decode(prompts[i][task.eval.prefix_len :]),
+            "target": stream.decode(until_eos(targets[i], stream.eos_id)),
+            "prediction": scored.answers[i],
+        }
+        records.append(record | ({"correct": scored.correct[i]} if scored.correct is not None else {}))
+    return records
+
+
+def choice_accuracy(
+    model, prompts, targets, choices: list[list[int]], stream: EncodedStream, batch_size: int
+) -> Scored:
+    best = choice_logprobs(model, prompts, choices, stream.pad_id, batch_size).argmax(-1).tolist()  # (N,)
+    hits = [choices[b] == t for b, t in zip(best, targets, strict=True)]
+    labels = [stream.decode(until_eos(choices[b], stream.eos_id)) for b in best]
+    return Scored(sum(hits) / len(hits), labels, hits)
+
+
+def choice_logprobs(
+    model, prompts: list[list[int]], choices: list[list[int]], pad_id: int, batch_size: int
+) -> torch.Tensor:
+    """log p(choice | prompt) summed over each choice's tokens, for every prompt and choice: (N, C).
+
+    Each prompt is read once: one forward over the (left-padded) prompts fills a KV cache, which is
+    repeated for the C labels, and one more forward over the labels scores them all, so a prompt's
+    tokens are not recomputed per label. `batch_size` bounds the prompt x label rows of a forward."""
+    device = next(model.parameters()).device
+    n_choices = len(choices)
+    per = max(1, batch_size // n_choices)  # prompts per forward
+    labels, label_mask = (x.to(device) for x in pad_rows(choices, pad_id))  # (C, L) each
+    out = []
+    for i in range(0, len(prompts), per):
+        ids, mask = (x.to(device) for x in pad_rows(prompts[i : i + per], pad_id, side="left"))  # (B, P)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+        cache, key = DynamicCache(), cache_keyword(model)
+        first = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{key: cache}
+        )
+        first_logp = torch.log_softmax(first.logits[:, -1].float(), -1)  # (B, V): each label's first token
+        cache.batch_repeat_interleave(n_choices)
+        rows = labels.repeat(len(ids), 1)  # (B*C, L): prompt b's labels in rows b*C .. b*C+C-1
+        row_mask = label_mask.repeat(len(ids), 1)  # (B*C, L)
+        label_pos = (
+            positions[:, -1:].repeat_interleave(n_choices, 0) + 1 + torch.arange(rows.shape[1], device=device)
+        )
+        logits = model(
+            input_ids=rows,
+            attention_mask=torch.cat([mask.repeat_interleave(n_choices, 0), row_mask], 1),  # (B*C, P+L)
+            position_ids=label_pos,  # (B*C, L)
+            use_cache=True,
+            **{key: cache},
+        ).logits  # (B*C, L, V)
+        logp = torch.log_softmax(logits[:, :-1].float(), -1)  # (B*C, L-1, V): predicts tokens 1..L-1
+        later = logp.gather(2, rows[:, 1:, None]).squeeze(2) * row_mask[:, 1:]  # (B*C, L-1)
+        head = first_logp.repeat_interleave(n_choices, 0).gather(1, rows[:, :1]).squeeze(1)  # (B*C,)
+        out.append((head + later.sum(-1)).view(len(ids), n_choices).cpu())
+    return torch.cat(out)
 
 
 def sequence_logprobs(

@@ -17,6 +17,7 @@ from lifelong.rundir import Progress, RunDir, atomic_write, environment, read_js
 
 METRIC_LABEL = {
     "exact_match": "exact match",
+    "exact_match_strict": "exact match (strict)",
     "accuracy": "accuracy",
     "loss": "-loss (nats/token)",
     "chrf": "chrF / 100",
@@ -48,6 +49,7 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "train_seconds": round(progress.train_seconds, 3),
         "eval_seconds": round(progress.eval_seconds, 3),
         "tasks_done": progress.task,
+        "context_length": data.context_length,  # tokens: a preset's max_length, else the model's own
         "trainable_params": progress.trainable_params,
         "total_params": progress.total_params,
         "peak_memory_mb": round(peak_memory_mb(), 1),
@@ -185,7 +187,8 @@ def metrics_table(runs: list[tuple[str, dict[str, Any]]]) -> Table:
         title="Metrics (higher is better; FGT: lower is better; FWD vs the initial model)",
         title_justify="left",
     )
-    table.add_column("run")
+    # folded, never cut: names that share a long prefix (method options, swept values) differ at the end
+    table.add_column("run", overflow="fold")
     for name in METRIC_NAMES:
         table.add_column(name, justify="right")
     table.add_column("train s", justify="right")
@@ -206,10 +209,27 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     loaded = [(path, *load_run(path)) for path in paths]
     for path, matrix, _ in loaded:
         console.print(matrix_table(str(path), matrix))
-    console.print(metrics_table([(path.name, result) for path, _, result in loaded]))
-    for path, _, result in loaded:
+    labels = run_labels([path for path, _, _ in loaded])
+    console.print(
+        metrics_table([(label, result) for label, (_, _, result) in zip(labels, loaded, strict=True)])
+    )
+    for label, (_, _, result) in zip(labels, loaded, strict=True):
         if line := environment_line(result):
-            console.print(f"{path.name} ran on {line}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"{label} ran on {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def run_labels(paths: list[Path]) -> list[str]:
+    """Each run's directory name, or as many trailing parts of its path as tell it from the others
+    (`a/toy-naive`, `b/toy-naive`): two runs never share a label unless they are the same directory."""
+    labels = []
+    for path in paths:
+        parts = path.parts
+        for n in range(1, len(parts) + 1):
+            tail = parts[-n:]
+            if all(p == path or p.parts[-n:] != tail for p in paths):
+                break
+        labels.append(str(Path(*tail)))
+    return labels
 
 
 def scores_at_target(evals: list[dict[str, Any]], task: int, target: float) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ runs/<name>/
   environment.json       what float results depend on besides the config: CPU, libraries, threads
   train_log.jsonl        one line per training step
   evals.jsonl            every evaluation of the whole stream (for the curves)
+  predictions.jsonl      at each evaluation, each task's first answers next to their targets
   matrix.json/.csv       the accuracy matrix with the initial model's row
   summary.json           AA, AIA, FGT, BWT, FWD, times
   curves.png             every task's score over training steps
@@ -180,7 +181,7 @@ class RunDir:
         except OSError as err:
             raise UserError(f"cannot write the run directory {str(path)!r}: {err.strerror or err}") from None
         run = cls(path)
-        atomic_write(path / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        atomic_write(path / "config.yaml", config_yaml(cfg))
         write_json(path / "environment.json", environment(cfg.train.threads))
         return run
 
@@ -201,7 +202,7 @@ class RunDir:
             raise UserError(f"cannot write the run directory {str(path)!r}")
         run = cls(path)
         if cfg is not None and cfg != saved:  # only resumable fields changed: record what the run now uses
-            atomic_write(path / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+            atomic_write(path / "config.yaml", config_yaml(cfg))
         run.check_environment((cfg or saved).train.threads)
         return run, cfg or saved
 
@@ -243,7 +244,9 @@ class RunDir:
 
     def truncate_logs(self, global_step: int) -> None:
         """Drop log lines written after the checkpoint a resumed run starts from."""
-        for name in ("train_log.jsonl", "evals.jsonl"):
+        for name in ("train_log.jsonl", "evals.jsonl", "predictions.jsonl"):
+            if name == "predictions.jsonl" and not (self.path / name).exists():
+                continue  # train.predictions 0: none written
             kept = [r for r in self.read_log(name) if r["global_step"] <= global_step]
             atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
@@ -344,6 +347,15 @@ def read_checkpoint(path: Path, model, methods) -> tuple[Progress, dict | None, 
     with reading(path / "rng.safetensors", "checkpoint file"):
         rng = load_file(str(path / "rng.safetensors"))
     return progress, optimizer, rng
+
+
+def config_yaml(cfg: RunConfig) -> str:
+    """The resolved config as written to config.yaml. A pretrained model's `max_length` (None: its
+    context is the model's own, recorded in summary.json) is left out rather than written as null."""
+    data = cfg.model_dump(mode="json")
+    if data["model"]["max_length"] is None:
+        del data["model"]["max_length"]
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def saved_config_data(path: Path) -> dict[str, Any]:

@@ -243,21 +243,24 @@ class Trainer:
         return f"the loss became {loss} at {where} (try a lower learning rate); {kept}"
 
     # -------------------------------------------------------------- outputs
-    def score(self, model: torch.nn.Module, route=None) -> tuple[list[float], dict, float]:
+    def score(self, model: torch.nn.Module, route=None) -> tuple[list[float], dict, float, dict]:
         """Every task's score for `model` (inside `route(j)` for task j; none: as it is), the metrics'
-        details, and the seconds it took."""
+        details, the seconds it took, and the first answers of each task (train.predictions)."""
         start = time.perf_counter()
         t = self.cfg.train
         details: dict[str, dict[str, float]] = {}
+        shown: dict[str, list[dict]] = {}
         route = route or (lambda task_index: nullcontext())
-        scores = evaluate_stream(model, self.data, t.eval_batch_size, t.eval_examples, route, details)
-        return scores, details, time.perf_counter() - start
+        scores = evaluate_stream(
+            model, self.data, t.eval_batch_size, t.eval_examples, route, details, shown, t.predictions
+        )
+        return scores, details, time.perf_counter() - start, shown
 
     def evaluate(self, task: int, step: int) -> list[float]:
         return self.record_eval(task, step, *self.score(self.raw, self.route))
 
     def record_eval(
-        self, task: int, step: int, scores: list[float], details: dict, seconds: float
+        self, task: int, step: int, scores: list[float], details: dict, seconds: float, shown: dict
     ) -> list[float]:
         """Log one evaluation of the stream (`task` -1: the initial model) and return its scores."""
         t = self.cfg.train
@@ -269,6 +272,10 @@ class Trainer:
         if self.accelerator.is_main_process:
             record = {"global_step": global_step, "task": task, "step": step, "scores": scores}
             self.run_dir.append("evals.jsonl", record | ({"details": details} if details else {}))
+            if shown:  # what was scored: the first answers of each task next to their targets
+                trained = self.task_names[task] if task >= 0 else None
+                where = {"global_step": global_step, "task": task, "step": step, "trained": trained}
+                self.run_dir.append("predictions.jsonl", where | {"predictions": shown})
         if self.cfg.tracking:
             named = {f"eval/{name}": score for name, score in zip(self.task_names, scores, strict=True)}
             self.accelerator.log(named, step=global_step)

@@ -217,6 +217,7 @@ def test_hash_ignores_resumable_fields():
         "train.eval_batch_size": 7,
         "train.checkpoint_every": 3,
         "train.keep_checkpoints": 5,
+        "train.predictions": 0,
     }
     assert set(changes) == RESUMABLE_FIELDS
     for key, value in changes.items():

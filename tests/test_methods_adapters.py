@@ -20,7 +20,7 @@ from lifelong.config import parse_config
 from lifelong.data.batching import encode_stream
 from lifelong.data.toy import toy_stream
 from lifelong.errors import UserError
-from lifelong.evaluate import evaluate_stream
+from lifelong.evaluate import Scored, evaluate_stream
 from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method
 from lifelong.methods.base import Compatibility, check_compatible
@@ -110,7 +110,7 @@ def test_routed_inference_scores_task_i_with_adapter_i(monkeypatch):
     seen = []
     monkeypatch.setattr(
         "lifelong.evaluate.evaluate_task",
-        lambda *args: seen.append([layer.active_adapters for layer in method.adapters.layers]) or 0.0,
+        lambda *args: seen.append([layer.active_adapters for layer in method.adapters.layers]) or Scored(0.0),
     )
     evaluate_stream(model, data, route=lambda i: method.route(i, model))
     assert seen == [[["task_0"]] * len(method.adapters.layers), [["task_1"]] * len(method.adapters.layers)]

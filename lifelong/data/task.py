@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TaskKind = Literal["text", "prompt_target"]
-MetricName = Literal["exact_match", "accuracy", "loss", "chrf", "bleu", "entity_f1"]
+MetricName = Literal["exact_match", "exact_match_strict", "accuracy", "loss", "chrf", "bleu", "entity_f1"]
 
 
 @dataclass(frozen=True)
