@@ -225,18 +225,18 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         choices = [writer.render(Example("", c), "")[2] for c in task.choices()]
         choices = [ids + [writer.stop_id] for ids in writer.ids(choices)]
     return EncodedTask(
-        task.name, task.kind, task.metric, prefix, train, eval_, choices, writer.stop_id, _note(task, rows, limit)
+        task.name, task.kind, task.metric, prefix, train, eval_, choices, writer.stop_id, _note(task, rows, limit, writer.note)
     )
 
 
-def _note(task: Task, rows: dict[str, Rows], limit: int) -> str:
-    done = [
-        f"{r.clipped} {split} rows clipped" if r.clipped else "" for split, r in rows.items()
-    ] + [f"{r.skipped} {split} rows skipped" if r.skipped else "" for split, r in rows.items()]
-    done = [d for d in done if d]
-    if not done:
-        return ""
-    return f"task {task.name!r}: {', '.join(done)} to fit the limit of {limit} tokens (overlong: {task.format.overlong})"
+def _note(task: Task, rows: dict[str, Rows], limit: int, instruction: str) -> str:
+    """What was done to fit the row limit, in one line ("" if nothing was)."""
+    done = [f"{r.clipped} {split} rows clipped" for split, r in rows.items() if r.clipped]
+    done += [f"{r.skipped} {split} rows skipped" for split, r in rows.items() if r.skipped]
+    parts = [instruction] if instruction else []
+    if done:
+        parts.append(f"{', '.join(done)} to fit the limit of {limit} tokens (overlong: {task.format.overlong})")
+    return f"task {task.name!r}: {'; '.join(parts)}" if parts else ""
 
 
 def _text_rows(task: Task, split: str, tokenizer, prefix: list[int], limit: int) -> Rows:

@@ -14,11 +14,13 @@ the target kept), skipped, or an error, by the format's `overlong`.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from lifelong.data.task import Example, Task
 from lifelong.errors import UserError, first_line
 
+ROOM_FOR_INPUT = 0.5  # a template whose instruction leaves less of the limit for the input loses it
 SENTINEL = "\x00lifelong-content\x00"  # stands for a message's content when the template is probed
 MAX_CLIP_ROUNDS = 8  # re-renderings of a clipped row (a cut can change how the text around it tokenizes)
 
@@ -54,6 +56,7 @@ class RowWriter:
                     "needs one for format: chat (use format: plain)"
                 )
             self.stop_id = self.end_of_turn()
+        self.note = self.fit_instruction() if task.kind == "prompt_target" else ""
 
     @staticmethod
     def task_ids(tokenizer, task: Task) -> list[int]:
@@ -66,6 +69,20 @@ class RowWriter:
                 raise UserError(f"task token {task.token!r} is not in the tokenizer's vocabulary")
             lead.append(token_id)
         return lead
+
+    def fit_instruction(self) -> str:
+        """Drop the template's instruction (the whole task's: rows stay alike) if, with the longest
+        target, it would leave less than ROOM_FOR_INPUT of the limit for the input."""
+        template = self.fmt.template
+        if template is None or not template.instruction:
+            return ""
+        longest = max({ex.target for ex in [*self.task.train, *self.task.eval]}, key=len)
+        lead, prompt, target = self.render(Example("", longest), "")
+        fixed = len(lead) + sum(map(len, self.ids([prompt, target]))) + 1
+        if fixed <= ROOM_FOR_INPUT * self.limit:
+            return ""
+        self.fmt = dataclasses.replace(self.fmt, template=dataclasses.replace(template, instruction=""))
+        return f"the instruction takes {fixed} of the {self.limit} tokens of a row: left out"
 
     # ------------------------------------------------------------------ text
     def messages(self, ex: Example, text: str) -> list[dict[str, str]]:
@@ -105,8 +122,9 @@ class RowWriter:
         messages = self.messages(ex, text)
         rendered = self.chat_text(messages)
         roles = tuple(m["role"] for m in messages)  # the start depends on the turns, not their text
-        if roles not in self.heads:
-            probe = [{**messages[0], "content": SENTINEL}, *messages[1:]]
+        if roles not in self.heads:  # the start: up to the first text of the row (the task's system is not)
+            own = int(len(messages) > len(ex.context) + 1)
+            probe = [*messages[:own], {**messages[own], "content": SENTINEL}, *messages[own + 1 :]]
             head = self.chat_text(probe).split(SENTINEL)[0]
             self.heads[roles] = (head, self.ids([head])[0])
         head, head_ids = self.heads[roles]
