@@ -302,7 +302,7 @@ def test_olora_rows_through_a_plain_yaml_task_clip_skip_or_stop(tmp_path):
     assert 48 < int(limited.tasks[0].train.lengths.max()) <= 64  # cut at a word boundary
     skip = encode_stream(user_stream([task], overlong="skip"), tok, 128)
     assert len(skip.tasks[0].train) == 6 and "18 train rows skipped" in skip.notes[0]
-    with pytest.raises(UserError, match="train example 0 is .* tokens long, longer than the limit of 128"):
+    with pytest.raises(UserError, match="train example 6 is .* tokens long, longer than the limit of 128"):
         encode_stream(user_stream([{**task, "overlong": "error"}]), tok, 128)
 
 
