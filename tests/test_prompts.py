@@ -166,7 +166,9 @@ def test_config_mistakes_are_one_line_errors():
 
 def chat_task(train, eval_=None, **fmt):
     fmt = {"template": Template(instruction="Name the colour."), "chat": True, **fmt}
-    return Task("c", "prompt_target", train, eval_ or train[:1], "exact_match", "<c>", format=PromptFormat(**fmt))
+    return Task(
+        "c", "prompt_target", train, eval_ or train[:1], "exact_match", "<c>", format=PromptFormat(**fmt)
+    )
 
 
 def test_chatml_rendering_loss_on_the_assistant_turn_and_the_end_of_turn_stop():
@@ -241,7 +243,7 @@ def encode_stream_of(tasks, tok, max_length):
 
 LONG = {
     "World": "The summit in Geneva ended without agreement on the border dispute, officials said. " * 6,
-    "Sports": "Die Mannschaft gewann das Spiel überraschend mit drei zu null. 東京で行われた試合は満員でした。" * 4,
+    "Sports": "Die Mannschaft gewann das Spiel mit drei zu null. 東京で行われた試合は満員でした。" * 4,
     "Business": "Акции компании выросли после отчёта о прибыли за третий квартал. " * 5,
     "Science or Technology": "A new chip design doubles battery life, researchers report. " * 8,
 }
@@ -271,7 +273,9 @@ def assert_rows_fit_and_end_in_the_answer(enc, tok, max_length):
 
 def test_olora_rows_through_text_cls_benchmark_sources_clip_at_the_defaults(tmp_path):
     folder = olora_folder(tmp_path)
-    stream = text_cls_benchmark_stream(tasks=["ag_news"], sources={"ag_news": str(folder)}, n_train=6, n_eval=2)
+    stream = text_cls_benchmark_stream(
+        tasks=["ag_news"], sources={"ag_news": str(folder)}, n_train=6, n_eval=2
+    )
     tok = build_tokenizer(None, ["<ag_news>"])
     enc = encode_stream(stream, tok, 128)
     assert_rows_fit_and_end_in_the_answer(enc, tok, 128)
@@ -282,7 +286,9 @@ def test_olora_rows_through_text_cls_benchmark_sources_clip_at_the_defaults(tmp_
     )
     roomy = encode_stream(stream, tok, 512)
     first = tok.decode(rows_of(roomy.tasks[0].train)[0])
-    assert first.startswith("<ag_news>Topic of the news? Options: World, Sports, Business, Science or Technology.\nText: ")
+    assert first.startswith(
+        "<ag_news>Topic of the news? Options: World, Sports, Business, Science or Technology.\nText: "
+    )
     assert_rows_fit_and_end_in_the_answer(roomy, tok, 512)
 
 
@@ -297,7 +303,8 @@ def test_olora_rows_through_a_plain_yaml_task_clip_skip_or_stop(tmp_path):
     tok = build_tokenizer(None, ["<ag>"])
     enc = encode_stream(user_stream([task]), tok, 128)
     assert_rows_fit_and_end_in_the_answer(enc, tok, 128)
-    assert enc.notes == ["task 'ag': 18 train rows clipped, 6 eval rows clipped to fit the limit of 128 tokens (overlong: clip)"]
+    clipped = "18 train rows clipped, 6 eval rows clipped to fit the limit of 128 tokens (overlong: clip)"
+    assert enc.notes == [f"task 'ag': {clipped}"]
     limited = encode_stream(user_stream([task], max_tokens=64), tok, 128)
     assert 48 < int(limited.tasks[0].train.lengths.max()) <= 64  # cut at a word boundary
     skip = encode_stream(user_stream([task], overlong="skip"), tok, 128)
@@ -309,3 +316,82 @@ def test_olora_rows_through_a_plain_yaml_task_clip_skip_or_stop(tmp_path):
 def test_a_clip_cuts_at_a_word_boundary_when_one_is_near():
     assert cut_text("alpha beta gamma", 13) == "alpha beta"
     assert cut_text("東京で行われた試合", 4) == "東京で行"
+
+
+# ------------------------------------------------------------------ learnable end to end
+
+
+def keyword_rows(labels: dict[str, str], n: int, seed: int) -> list[dict[str, str]]:
+    """O-LoRA-format rows whose label is given away by their first word, filler words after it."""
+    import random
+
+    rng, filler = random.Random(seed), ["the", "a", "of", "and", "in", "it", "was", "on", "for", "to"]
+    rows = []
+    for i in range(n):
+        label, word = list(labels.items())[i % len(labels)]
+        rows.append({"label": label, "sentence": " ".join([word, *rng.choices(filler, k=4)])})
+    return rows
+
+
+def test_a_tiny_byte_level_model_learns_two_olora_label_sets_above_chance(tmp_path, small_config):
+    sets = {
+        "sentiment": {"positive": "good", "negative": "bad"},
+        "topic": {"Sports": "match", "World": "summit"},
+    }
+    tasks = []
+    for name, labels in sets.items():
+        folder = tmp_path / "CL_Benchmark" / "TC" / name
+        folder.mkdir(parents=True)
+        for split, n, seed in (("train", 200, 0), ("test", 16, 1)):
+            (folder / f"{split}.json").write_text(json.dumps(keyword_rows(labels, n, seed)))
+        source = {"prompt_field": "sentence", "target_field": "label"}
+        tasks.append({
+            "name": name,
+            "train": {"file": str(folder / "train.json"), **source},
+            "eval": {"file": str(folder / "test.json"), **source},
+        })  # fmt: skip
+    import lifelong
+
+    cfg = small_config(
+        stream={"tasks": tasks},
+        model={"max_length": 128},
+        train={"steps_per_task": 60, "batch_size": 16, "lr": 1e-2, "loss_on": "target", "eval_every": None},
+    )
+    matrix = lifelong.run(cfg, show_progress=False).progress.matrix
+    just_trained = [matrix[k][k] for k in range(2)]
+    assert min(just_trained) >= 0.75, just_trained  # chance: 0.5 (two labels)
+
+
+def test_a_chat_task_trains_on_the_assistant_turn_and_generation_stops_at_its_end(tmp_path):
+    import lifelong
+    from lifelong.config import parse_config
+    from lifelong.data.batching import encode_stream as encode
+    from lifelong.models import build_preset, load_for_run
+
+    from .conftest import small_config_dict
+
+    tok = chat_tokenizer()
+    folder = tmp_path / "chat-model"
+    build_preset("tiny", len(tok), 128, {"hidden_size": 32, "num_layers": 1, "num_heads": 2}).save_pretrained(
+        folder
+    )
+    tok.save_pretrained(folder)
+    colours = [{"prompt": p, "target": t} for p, t in (("sky", "blue"), ("grass", "green"))] * 8
+    stream = {
+        "format": "chat",
+        "task_token": False,
+        "tasks": [{"name": "colours", "train": {"examples": colours}, "eval": {"examples": colours[:2]}}],
+    }
+    data = small_config_dict(
+        tmp_path, stream=stream, train={"steps_per_task": 40, "lr": 1e-2, "loss_on": "target"}
+    )
+    cfg = parse_config({**data, "model": {"preset": None, "path": str(folder)}})
+    result = lifelong.run(cfg, show_progress=False)
+    assert result.progress.matrix[0][0] == 1.0  # the answer and its end of turn (the stop), exactly
+    built = build_stream(cfg.stream, 0)
+    model, tokenizer, context = load_for_run(cfg.model, built)
+    enc = encode(built, tokenizer, context)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert enc.eos_id == end and "<c>" not in tokenizer.get_vocab()
+    prompt = enc.tasks[0].eval.prompts(1)
+    assert tokenizer.decode(prompt[0]).endswith("<|im_start|>assistant\n")

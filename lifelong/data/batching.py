@@ -225,7 +225,15 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         choices = [writer.render(Example("", c), "")[2] for c in task.choices()]
         choices = [ids + [writer.stop_id] for ids in writer.ids(choices)]
     return EncodedTask(
-        task.name, task.kind, task.metric, prefix, train, eval_, choices, writer.stop_id, _note(task, rows, limit, writer.note)
+        task.name,
+        task.kind,
+        task.metric,
+        prefix,
+        train,
+        eval_,
+        choices,
+        writer.stop_id,
+        _note(task, rows, limit, writer.note),
     )
 
 
@@ -235,7 +243,9 @@ def _note(task: Task, rows: dict[str, Rows], limit: int, instruction: str) -> st
     done += [f"{r.skipped} {split} rows skipped" for split, r in rows.items() if r.skipped]
     parts = [instruction] if instruction else []
     if done:
-        parts.append(f"{', '.join(done)} to fit the limit of {limit} tokens (overlong: {task.format.overlong})")
+        parts.append(
+            f"{', '.join(done)} to fit the limit of {limit} tokens (overlong: {task.format.overlong})"
+        )
     return f"task {task.name!r}: {'; '.join(parts)}" if parts else ""
 
 

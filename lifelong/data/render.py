@@ -96,9 +96,8 @@ class RowWriter:
         try:
             return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as err:  # noqa: BLE001 (a jinja TemplateError: the template or the roles)
-            raise UserError(
-                f"task {self.task.name!r}: the chat template of {model_name(self.tok)} fails: {first_line(err)}"
-            ) from None
+            what = f"task {self.task.name!r}: the chat template of {model_name(self.tok)}"
+            raise UserError(f"{what} fails: {first_line(err)}") from None
 
     def end_of_turn(self) -> int:
         """The token that closes the assistant's turn: the first token the template writes after it."""
@@ -129,7 +128,9 @@ class RowWriter:
             self.heads[roles] = (head, self.ids([head])[0])
         head, head_ids = self.heads[roles]
         if not rendered.startswith(head):
-            raise UserError(f"task {self.task.name!r}: the chat template's start depends on the messages' text")
+            raise UserError(
+                f"task {self.task.name!r}: the chat template's start depends on the messages' text"
+            )
         cut = len(head)
         return self.lead + head_ids, rendered[cut:], ex.target
 
