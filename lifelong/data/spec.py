@@ -1,7 +1,8 @@
 """The schemas of a stream in a run config: where each task's examples come from (`DataSource`), a task
 (`TaskSpec`), the stream (`StreamConfig`) and how prompt-target rows are written (`RowFormat`: a
 template, plain or chat text, the task token, a length limit), resolved into a `PromptFormat`. A
-leaf: it imports no lifelong module but `errors` and `data.task`, so the data package reads these without importing `lifelong.config` (which re-exports them).
+leaf: it imports no lifelong module but `errors` and `data.task`, so the data package reads these
+without importing `lifelong.config` (which re-exports them).
 """
 
 from __future__ import annotations
