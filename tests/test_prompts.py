@@ -395,3 +395,13 @@ def test_a_chat_task_trains_on_the_assistant_turn_and_generation_stops_at_its_en
     assert enc.eos_id == end and "<c>" not in tokenizer.get_vocab()
     prompt = enc.tasks[0].eval.prompts(1)
     assert tokenizer.decode(prompt[0]).endswith("<|im_start|>assistant\n")
+
+
+def test_configs_written_before_row_formats_keep_their_hash():
+    from lifelong.config import load_config, parse_config
+
+    assert load_config("toy_naive").config_hash() == "60bd223e4ce3a260"  # main at 47b93bb
+    user = {"stream": {"tasks": [{"name": "a", "train": {"examples": [{"prompt": "x", "target": "y"}]}}]}}
+    assert parse_config(user).config_hash() == "5f62c62928e075cd"
+    user["stream"]["overlong"] = "clip"
+    assert parse_config(user).config_hash() != "5f62c62928e075cd"
