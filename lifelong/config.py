@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from lifelong.data.spec import DataSource, StreamConfig, TaskSpec, _Strict  # noqa: F401  (re-exported)
+from lifelong.data.spec import DataSource, RowFormat, StreamConfig, TaskSpec, _Strict  # noqa: F401  (re-exported)
 from lifelong.errors import UserError, read_text
 from lifelong.methods.registry import MethodConfig, check_compatible, method_entry
 
@@ -157,7 +157,20 @@ class RunConfig(_Strict):
             for key in parents:
                 node = node[key]
             node.pop(leaf, None)
+        drop_unset_row_format(data["stream"])
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def drop_unset_row_format(stream: dict[str, Any]) -> None:
+    """Leave the row-format fields out of a hash where they are unset, so that a config written before
+    they existed keeps its hash (and its checkpoints resume)."""
+    for node in [stream, *(stream.get("tasks") or [])]:
+        for key in RowFormat.model_fields:
+            if node.get(key) is None:
+                node.pop(key, None)
+        for split in ("train", "eval"):
+            if isinstance(node.get(split), dict) and node[split].get("messages_field") == "messages":
+                node[split].pop("messages_field")
 
 
 def _one_line(err: ValidationError, source: str) -> str:

@@ -89,6 +89,8 @@ class Trainer:
         self.task_names = stream.task_names
         model, self.tokenizer, max_length = load_for_run(cfg.model, stream)
         self.data: EncodedStream = encode_stream(stream, self.tokenizer, max_length)
+        for note in self.data.notes:  # rows clipped or skipped to fit: never a silent loss
+            warn(note)
         # the initial model, before any method adds weights: the baseline b of forward transfer
         self.initial = None if resume and run_dir.latest_checkpoint() else self.score(model.to(self.device))
         self.methods = [build_method(m) for m in cfg.methods]  # in config order (checkpoints' keys)

@@ -15,7 +15,7 @@ from lifelong.data.batching import (
     pad_rows,
     pad_width,
 )
-from lifelong.data.task import Example, Stream, Task
+from lifelong.data.task import Example, PromptFormat, Stream, Task
 from lifelong.data.toy import EQ, toy_stream
 from lifelong.errors import UserError
 from lifelong.models import build_tokenizer
@@ -259,9 +259,10 @@ def test_schedule_rows_index_an_encoded_set():
 # ------------------------------------------------------------------ errors
 
 
-def test_too_long_prompt_target_names_task():
+def test_too_long_prompt_target_names_task_with_overlong_error():
     tok = build_tokenizer(None, ["<longtask>"])
     task = byte_task("longtask", train=[Example("x" * 30, "y")], eval_=[Example("a", "b")])
+    task.format = PromptFormat(overlong="error")
     with pytest.raises(UserError, match="longtask") as err:
         encode_task(task, tok, 16)
     assert "train example 0 is 33 tokens long" in str(err.value)

@@ -79,9 +79,20 @@ def test_empty_task(tmp_path, write_config, monkeypatch, capsys):
 
 def test_sequence_longer_than_context(tmp_path, write_config, monkeypatch, capsys):
     long_prompt = "x" * 100
-    data = small_config_dict(tmp_path, stream=custom_task(examples=[{"prompt": long_prompt, "target": "y"}]))
+    stream = {**custom_task(examples=[{"prompt": long_prompt, "target": "y"}]), "overlong": "error"}
+    data = small_config_dict(tmp_path, stream=stream)
     code, err = run_cli(["run", str(write_config(data))], monkeypatch, capsys)
-    assert_one_line_error(code, err, "qa", "longer than the model's context of 16")
+    assert_one_line_error(code, err, "qa", "longer than the limit of 16 tokens")
+
+
+def test_sequence_longer_than_context_is_clipped_with_a_warning(tmp_path, write_config, monkeypatch, capsys):
+    long_prompt = "x" * 100
+    data = small_config_dict(
+        tmp_path, stream=custom_task(examples=[{"prompt": long_prompt, "target": "y"}] * 2)
+    )
+    code, err = run_cli(["run", str(write_config(data))], monkeypatch, capsys)
+    assert code == 0, err
+    assert "warning: task 'qa': 2 train rows clipped to fit the limit of 16 tokens (overlong: clip)" in err
 
 
 def test_bad_value(tmp_path, write_config, monkeypatch, capsys):

@@ -3,13 +3,14 @@ examples or Hugging Face `datasets`."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 from lifelong.data.loaders import load_examples
 from lifelong.data.registry import BUILTIN_STREAMS, StreamInfo, register_stream
-from lifelong.data.spec import StreamConfig, TaskSpec
+from lifelong.data.spec import RowFormat, StreamConfig, TaskSpec, prompt_format
 from lifelong.data.split import seeded_split
-from lifelong.data.task import Example, Stream, Task
+from lifelong.data.task import Example, PromptFormat, Stream, Task
 from lifelong.data.toy import toy_stream
 from lifelong.errors import UserError
 
@@ -44,7 +45,7 @@ def builtin_streams() -> dict[str, StreamInfo]:
 
 def build_stream(cfg: StreamConfig, seed: int) -> Stream:
     if cfg.tasks is not None:
-        return Stream(cfg.name or "custom", [build_task(spec, seed) for spec in cfg.tasks])
+        return Stream(cfg.name or "custom", [build_task(spec, seed, cfg) for spec in cfg.tasks])
     streams = builtin_streams()
     if cfg.builtin not in streams:
         raise UserError(f"unknown stream {cfg.builtin!r} (known: {', '.join(streams)})")
@@ -63,10 +64,15 @@ def build_stream(cfg: StreamConfig, seed: int) -> Stream:
         raise UserError(f"stream {cfg.builtin!r} has no tasks (options: {cfg.options})")
     if cfg.name:
         stream.name = cfg.name
+    if cfg.given():  # the stream's own row format, changed where the config says
+        for task in stream.tasks:
+            task.format = task_format(task.kind, [cfg], task.format)
     return stream
 
 
-def build_task(spec: TaskSpec, seed: int) -> Task:
+def build_task(spec: TaskSpec, seed: int, stream: StreamConfig | None = None) -> Task:
+    """A user-declared task; its row format from its own fields, then the stream's (`stream`), then
+    the defaults (the default template, plain text, the task token, clipping to the context)."""
     train = load_examples(spec.train, spec.kind, f"task {spec.name!r} train")
     if spec.eval is not None:
         eval_ = load_examples(spec.eval, spec.kind, f"task {spec.name!r} eval")
@@ -75,7 +81,14 @@ def build_task(spec: TaskSpec, seed: int) -> Task:
     for split, rows in (("train", train), ("eval", eval_)):
         if not rows:
             raise UserError(f"task {spec.name!r} has no {split} examples")
-    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token)
+    fmt = task_format(spec.kind, [spec] if stream is None else [spec, stream])
+    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token, format=fmt)
+
+
+def task_format(kind: str, layers: list[RowFormat], base: PromptFormat | None = None) -> PromptFormat:
+    """`prompt_format`; a text task (cut into windows) keeps only the task token and the row limit."""
+    fmt = prompt_format(layers, base)
+    return dataclasses.replace(fmt, template=None, chat=False, system=None) if kind == "text" else fmt
 
 
 def split_examples(

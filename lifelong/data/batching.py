@@ -1,19 +1,23 @@
 """Tokenized tasks and the batches cut from them.
 
-Every sequence is `prefix + prompt + target + [eos]`, where the prefix is `[bos]` (if the tokenizer
-has one) followed by the task token. Text tasks are cut into context-sized windows, each with the
-prefix. Rows are stored right-padded in one tensor per split so that a batch is an index operation.
+Every sequence is `prefix + prompt + target + [stop]`. The prefix is what every row of a task starts
+with and no loss trains: `[bos]` (if the tokenizer has one) and the task token, or in a chat-formatted
+task the chat template's start (lifelong/data/render.py writes prompt-target rows: templates, chat,
+length clipping). The stop token is eos, or the chat template's end of turn. Text tasks are cut into
+windows of the row limit, each with the prefix. Rows are stored right-padded in one tensor per split
+so that a batch is an index operation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
-from lifelong.data.task import Stream, Task
+from lifelong.data.render import Rows, RowWriter, common_prefix
+from lifelong.data.task import Example, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
@@ -139,10 +143,12 @@ class EncodedTask:
     name: str
     kind: str
     metric: str
-    prefix: list[int]  # [bos?, task token]
+    prefix: list[int]  # what every row starts with: [bos?, task token] or the chat template's start
     train: EncodedSet
     eval: EncodedSet
-    choices: list[list[int]]  # token ids of each label (accuracy metric), eos included
+    choices: list[list[int]]  # token ids of each label (accuracy metric), the stop token included
+    stop_id: int | None = None  # the token that ends every row (eos, or a chat template's end of turn)
+    note: str = ""  # rows clipped or skipped to fit the limit, said once in the run's log
 
 
 @dataclass
@@ -154,6 +160,7 @@ class EncodedStream:
     max_len: int  # longest row of any split
     context_length: int  # the model's context (generation stops there)
     decode: Callable[[list[int]], str]  # token ids -> text, special tokens skipped
+    notes: list[str] = field(default_factory=list)  # rows clipped or skipped, for the run's log
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -164,13 +171,25 @@ class EncodedStream:
 
 
 def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    tokens = [t.token for t in stream.tasks]
+    """Every task of `stream` tokenized; rows end at one stop token (eos, or the chat end of turn) and
+    every task's prefix has one length (the shortest: methods read `prefix_len` stream-wide)."""
+    pad_id = tokenizer.pad_token_id
+    tokens = [t.token for t in stream.tasks if t.format.task_token]
     if len(set(tokens)) != len(tokens):
         raise UserError("two tasks share a task token: each task needs its own")
     tasks = [encode_task(task, tokenizer, max_length) for task in stream.tasks]
+    stops = {t.stop_id for t in tasks}
+    if len(stops) > 1:
+        raise UserError("the tasks of a stream must end their rows alike: all chat-formatted or none")
+    n = min(len(t.prefix) for t in tasks)
+    for t in tasks:
+        t.prefix = t.prefix[:n]
+        t.train.prefix_len = t.eval.prefix_len = n
     max_len = max(max(t.train.ids.shape[1], t.eval.ids.shape[1]) for t in tasks)
-    return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len, max_length, decoder(tokenizer))
+    notes = [t.note for t in tasks if t.note]
+    return EncodedStream(
+        stream.name, tasks, pad_id, stops.pop(), max_len, max_length, decoder(tokenizer), notes
+    )
 
 
 def decoder(tokenizer) -> Callable[[list[int]], str]:
@@ -180,57 +199,66 @@ def decoder(tokenizer) -> Callable[[list[int]], str]:
     return decode
 
 
-def task_prefix(tokenizer, token: str) -> list[int]:
-    token_id = tokenizer.convert_tokens_to_ids(token)
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        raise UserError(f"task token {token!r} is not in the tokenizer's vocabulary")
-    bos = tokenizer.bos_token_id
-    return ([bos] if bos is not None else []) + [token_id]
+def row_limit(task: Task, max_length: int) -> int:
+    """A task's row length limit: its `max_tokens`, never more than the model's context."""
+    return min(task.format.max_tokens or max_length, max_length)
 
 
 def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
     for split in ("train", "eval"):
         if not getattr(task, split):
             raise UserError(f"task {task.name!r} has no {split} examples")
-    prefix = task_prefix(tokenizer, task.token)
-    encode = _encode_text if task.kind == "text" else _encode_prompt_target
-    train, eval_ = (encode(task, split, tokenizer, prefix, max_length) for split in ("train", "eval"))
+    limit = row_limit(task, max_length)
+    writer = RowWriter(task, tokenizer, limit)
+    if task.kind == "text":
+        rows = {s: _text_rows(task, s, tokenizer, writer.lead, limit) for s in ("train", "eval")}
+    else:
+        rows = {s: writer.encode(getattr(task, s), s) for s in ("train", "eval")}
+    for split, r in rows.items():
+        if not r.rows:
+            raise UserError(f"task {task.name!r}: no {split} example fits the limit of {limit} tokens")
+    every = [*rows["train"].rows, *rows["eval"].rows]
+    prefix = common_prefix(every, min([*rows["train"].fixed, *rows["eval"].fixed]))
+    train, eval_ = (_pack(rows[s].rows, rows[s].starts, len(prefix), tokenizer.pad_token_id) for s in rows)
     choices: list[list[int]] = []
     if task.metric == "accuracy":
-        choices = [_tokens(tokenizer, [c])[0] + [tokenizer.eos_token_id] for c in task.choices()]
-    return EncodedTask(task.name, task.kind, task.metric, prefix, train, eval_, choices)
+        choices = [writer.render(Example("", c), "")[2] for c in task.choices()]
+        choices = [ids + [writer.stop_id] for ids in writer.ids(choices)]
+    return EncodedTask(
+        task.name,
+        task.kind,
+        task.metric,
+        prefix,
+        train,
+        eval_,
+        choices,
+        writer.stop_id,
+        _note(task, rows, limit, writer.note),
+    )
 
 
-def _tokens(tokenizer, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+def _note(task: Task, rows: dict[str, Rows], limit: int, instruction: str) -> str:
+    """What was done to fit the row limit, in one line ("" if nothing was)."""
+    done = [f"{r.clipped} {split} rows clipped" for split, r in rows.items() if r.clipped]
+    done += [f"{r.skipped} {split} rows skipped" for split, r in rows.items() if r.skipped]
+    parts = [instruction] if instruction else []
+    if done:
+        parts.append(
+            f"{', '.join(done)} to fit the limit of {limit} tokens (overlong: {task.format.overlong})"
+        )
+    return f"task {task.name!r}: {'; '.join(parts)}" if parts else ""
 
 
-def _encode_prompt_target(task: Task, split: str, tokenizer, prefix: list[int], max_length: int):
-    examples = getattr(task, split)
-    prompts = _tokens(tokenizer, [ex.prompt for ex in examples])
-    targets = _tokens(tokenizer, [ex.target for ex in examples])
-    rows, starts = [], []
-    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
-        row = prefix + p + t + [tokenizer.eos_token_id]
-        if len(row) > max_length:
-            raise UserError(
-                f"task {task.name!r}: {split} example {i} is {len(row)} tokens long, "
-                f"longer than the model's context of {max_length} tokens"
-            )
-        rows.append(row)
-        starts.append(len(prefix) + len(p))
-    return _pack(rows, starts, len(prefix), tokenizer.pad_token_id)
-
-
-def _encode_text(task: Task, split: str, tokenizer, prefix: list[int], max_length: int):
-    window = max_length - len(prefix)
+def _text_rows(task: Task, split: str, tokenizer, prefix: list[int], limit: int) -> Rows:
+    window = limit - len(prefix)
     if window < 2:
-        raise UserError(f"the model's context of {max_length} tokens is too short for task {task.name!r}")
-    rows = []
-    for doc in _tokens(tokenizer, [ex.prompt for ex in getattr(task, split)]):
+        raise UserError(f"the model's context of {limit} tokens is too short for task {task.name!r}")
+    out = Rows()
+    for doc in tokenizer([ex.prompt for ex in getattr(task, split)], add_special_tokens=False)["input_ids"]:
         doc = doc + [tokenizer.eos_token_id]
-        rows += [prefix + doc[i : i + window] for i in range(0, len(doc), window)]
-    return _pack(rows, [len(prefix)] * len(rows), len(prefix), tokenizer.pad_token_id)
+        out.rows += [prefix + doc[i : i + window] for i in range(0, len(doc), window)]
+    out.starts, out.fixed = [len(prefix)] * len(out.rows), [len(prefix)] * len(out.rows)
+    return out
 
 
 def _pack(rows: list[list[int]], starts: list[int], prefix_len: int, pad_id: int) -> EncodedSet:

@@ -25,6 +25,8 @@ def load_examples(source: DataSource, kind: str, what: str) -> list[Example]:
 
 
 def to_example(row: dict[str, Any], source: DataSource, kind: str, what: str) -> Example:
+    if kind != "text" and source.messages_field in row and source.prompt_field not in row:
+        return chat_example(row[source.messages_field], f"{what} {source.messages_field!r}")
     fields = [source.text_field] if kind == "text" else [source.prompt_field, source.target_field]
     missing = [f for f in fields if f not in row]
     if missing:
@@ -32,6 +34,21 @@ def to_example(row: dict[str, Any], source: DataSource, kind: str, what: str) ->
     if kind == "text":
         return Example(str(row[source.text_field]))
     return Example(str(row[source.prompt_field]), str(row[source.target_field]))
+
+
+def chat_example(messages: Any, what: str) -> Example:
+    """A row given as chat messages: the last (assistant) turn is the target, the user turn before it
+    the prompt, any earlier turns (a system message, earlier exchanges) the context."""
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages
+    ):
+        raise UserError(f"{what}: must be a list of {{role, content}} messages")
+    roles = [m["role"] for m in messages]
+    if len(messages) < 2 or roles[-1] != "assistant" or roles[-2] != "user":
+        raise UserError(f"{what}: must end with a user message and the assistant's answer (roles: {roles})")
+    context = tuple((m["role"], m["content"]) for m in messages[:-2])
+    return Example(messages[-2]["content"], messages[-1]["content"], context)
 
 
 def read_file(path: Path, what: str, columns: list[str] | None = None) -> list[dict[str, Any]]:

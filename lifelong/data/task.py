@@ -1,4 +1,5 @@
-"""Task and Stream: what a continual-learning run trains on, in order."""
+"""Task and Stream: what a continual-learning run trains on, in order, and how a prompt-target task's
+examples become text (`Template`, `PromptFormat`; lifelong/data/render.py renders them)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,47 @@ from typing import Literal
 
 TaskKind = Literal["text", "prompt_target"]
 MetricName = Literal["exact_match", "exact_match_strict", "accuracy", "loss", "chrf", "bleu", "entity_f1"]
+Overlong = Literal["clip", "skip", "error"]
+Turn = tuple[str, str]  # (role, content) of a chat message
 
 
 @dataclass(frozen=True)
 class Example:
-    """One example. Text tasks use `prompt` for the text and leave `target` empty."""
+    """One example. Text tasks use `prompt` for the text and leave `target` empty. `context` holds the
+    chat turns before the final user turn (`prompt`) of a row given as `messages`."""
 
     prompt: str
     target: str = ""
+    context: tuple[Turn, ...] = ()
+
+
+@dataclass(frozen=True)
+class Template:
+    """The text around a prompt-target example's input: `instruction` (a line naming the task and its
+    options), `input_prefix` + the input, `answer_cue` (where the answer starts); the target follows as
+    `target_prefix` + target. The loss/target boundary stays at the target."""
+
+    instruction: str = ""
+    input_prefix: str = ""
+    answer_cue: str = ""
+    target_prefix: str = ""
+
+    def prompt(self, text: str) -> str:
+        head = f"{self.instruction}\n" if self.instruction else ""
+        return f"{head}{self.input_prefix}{text}{self.answer_cue}"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a prompt-target task's examples become token rows. The defaults are the built-in synthetic
+    streams' exact rows: `[bos?] + task token + prompt + target + eos`, no template, plain text."""
+
+    template: Template | None = None  # None: the prompt as it is
+    chat: bool = False  # render through the tokenizer's chat template (user turn -> assistant turn)
+    system: str | None = None  # chat: a system message before the user turn
+    task_token: bool = True  # start every row with the task's token
+    max_tokens: int | None = None  # a row's length limit (the model's context is always one)
+    overlong: Overlong = "clip"  # a longer row: its input clipped by tokens, skipped, or an error
 
 
 @dataclass
@@ -33,6 +67,7 @@ class Task:
     metric: MetricName
     token: str
     description: str = ""
+    format: PromptFormat = field(default_factory=PromptFormat)
 
     def choices(self) -> list[str]:
         """The label set for the accuracy metric: every distinct target, in first-seen order."""

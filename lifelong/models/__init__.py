@@ -149,7 +149,7 @@ def context_length(model) -> int:
 
 def load_for_run(cfg, stream) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, int]:
     """The model, tokenizer and context length a run's config asks for, with the stream's task tokens."""
-    task_tokens = [t.token for t in stream.tasks]
+    task_tokens = [t.token for t in stream.tasks if t.format.task_token]
     if cfg.preset is not None:
         tokenizer = build_tokenizer(stream.vocabulary, task_tokens)
         model = build_preset(cfg.preset, len(tokenizer), cfg.max_length, cfg.overrides)

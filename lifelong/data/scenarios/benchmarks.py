@@ -45,8 +45,8 @@ from typing import Any, get_args
 from lifelong.data.loaders import load_examples, open_hf, read_file
 from lifelong.data.registry import StreamInfo, register_stream
 from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, clip_words, labelled_task, shuffled
-from lifelong.data.spec import DataSource
-from lifelong.data.task import Example, MetricName, Stream, Task
+from lifelong.data.spec import PLAIN_ANSWER_CUE, DataSource
+from lifelong.data.task import Example, MetricName, PromptFormat, Stream, Task, Template
 from lifelong.errors import UserError
 
 
@@ -58,6 +58,12 @@ class ClassificationSet:
     text_fields: tuple[str, ...]  # a row's text: those it has, joined in this order
     csv_columns: tuple[str, ...]  # the columns of Zhang et al.'s header-less train.csv / test.csv
     about: str
+    question: str  # the instruction's question; the options (the classes) follow it
+
+    def template(self) -> Template:
+        """O-LoRA's instruction format: the question and the label options, the text, an answer cue."""
+        options = ", ".join(self.classes)
+        return Template(f"{self.question} Options: {options}.", "Text: ", PLAIN_ANSWER_CUE, " ")
 
 
 STARS = ("very negative", "negative", "neutral", "positive", "very positive")
@@ -79,6 +85,7 @@ CLASSIFICATION_SETS = {
         ("title", "description", "text"),
         ("class_index", "title", "description"),
         "AG News: news topic (4 classes)",
+        "Topic of the news?",
     ),
     "yelp": ClassificationSet(
         "Yelp/yelp_review_full",
@@ -87,6 +94,7 @@ CLASSIFICATION_SETS = {
         ("text",),
         ("class_index", "text"),
         "Yelp reviews: stars (5 classes)",
+        "Sentiment of the review?",
     ),
     "amazon": ClassificationSet(
         "yassiracharki/Amazon_Reviews_for_Sentiment_Analysis_fine_grained_5_classes",
@@ -95,6 +103,7 @@ CLASSIFICATION_SETS = {
         ("review_title", "review_text", "title", "content", "text"),
         ("class_index", "review_title", "review_text"),
         "Amazon reviews: stars (5 classes)",
+        "Sentiment of the review?",
     ),
     "dbpedia": ClassificationSet(
         "fancyzhx/dbpedia_14",
@@ -103,6 +112,7 @@ CLASSIFICATION_SETS = {
         ("title", "content"),
         ("class_index", "title", "content"),
         "DBpedia: entity type (14 classes)",
+        "Type of the entity?",
     ),
     "yahoo": ClassificationSet(
         "community-datasets/yahoo_answers_topics",
@@ -111,6 +121,7 @@ CLASSIFICATION_SETS = {
         ("question_title", "question_content", "best_answer"),
         ("class_index", "question_title", "question_content", "best_answer"),
         "Yahoo Answers: topic (10 classes)",
+        "Topic of the question?",
     ),
 }
 ORDERS = {
@@ -138,7 +149,7 @@ def text_cls_benchmark_stream(
     n_train: int = 1000,
     n_eval: int = 100,
     sources: dict[str, str] | None = None,
-    max_words: int | None = 40,
+    max_words: int | None = None,
     metric: str = "exact_match",
     seed: int = 0,
 ) -> Stream:
@@ -187,6 +198,7 @@ def classification_task(
         task = Task(name, "prompt_target", train, eval_, metric, f"<{name}>", spec.about)
     if not task.train or not task.eval:
         raise UserError(f"{what}: too few examples to train on and to hold out")
+    task.format = PromptFormat(template=spec.template())  # long texts: clipped by tokens to the context
     return task
 
 
@@ -390,7 +402,17 @@ def trace_task(
     train = shuffled(train, seed, "trace-train", name)[:n_train]
     if not train or not eval_:
         raise UserError(f"trace task {name!r}: no examples to train on or to evaluate in {str(folder)!r}")
-    return Task(name, "prompt_target", train, eval_, metric, f"<{name}>", about)
+    task = Task(name, "prompt_target", train, eval_, metric, f"<{name}>", about)
+    task.format = PromptFormat(template=trace_template([ex.prompt for ex in [*train, *eval_]]))
+    return task
+
+
+def trace_template(prompts: list[str]) -> Template:
+    """TRACE's prompts carry their instruction (the task, the options) and mostly their answer cue
+    ("Answer:", "态度："): add the cue where a task's prompts lack one, a space where they end in one."""
+    cue = "" if all(p.rstrip().endswith((":", "：")) for p in prompts) else PLAIN_ANSWER_CUE
+    spaced = all(p.endswith((" ", "\n", "：")) for p in prompts) and not cue
+    return Template(answer_cue=cue, target_prefix="" if spaced else " ")
 
 
 def trace_examples(name: str, path: Path) -> list[Example]:
@@ -404,7 +426,7 @@ register_stream(
     StreamInfo(
         text_cls_benchmark_stream,
         source=f"Hugging Face hub ({HUB_IDS}) or local copies (option `sources`)",
-        task_format="[task] text -> class name",
+        task_format="[task] instruction (question, options) / Text: text / Answer: -> class name",
         metric="exact_match of the generated class name (option metric: accuracy)",
         model=TEXT_MODEL,
         train=TASK_TRAIN,
@@ -416,7 +438,7 @@ register_stream(
     StreamInfo(
         trace_stream,
         source="the TRACE benchmark's dataset folders (option `root`)",
-        task_format="[task] prompt -> answer",
+        task_format="[task] prompt (its own instruction) [+ Answer: cue] -> answer",
         metric="exact_match (C-STANCE, FOMC, NumGLUE); chrf (MeetingBank, Py150, ScienceQA, 20Minuten)",
         model=TEXT_MODEL,
         train=TASK_TRAIN,
