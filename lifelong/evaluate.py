@@ -39,7 +39,7 @@ def evaluate_stream(
     route: Callable[[int], AbstractContextManager[None]] = no_route,
     details: dict[str, dict[str, float]] | None = None,
 ) -> list[float]:
-    """The score of every task of the stream, in stream order. Task i is scored inside `route(i)`:
+    """The score of every task of the stream, in stream order, then of each kept set. Task i is scored inside `route(i)`:
     the methods' choice of weights for task i (e.g. its own adapter), restored afterwards. Scores
     reported next to a task's own (ALSO_REPORTED) go to `details[task name]`."""
     was_training = model.training
@@ -49,6 +49,8 @@ def evaluate_stream(
         for i, task in enumerate(stream.tasks):
             with route(i):
                 scores.append(evaluate_task(model, task, stream, batch_size, max_examples, details))
+        for task in stream.kept:  # evaluated, never trained: the model as it is, no per-task route
+            scores.append(evaluate_task(model, task, stream, batch_size, max_examples, details))
         return scores
     finally:
         model.train(was_training)

@@ -8,7 +8,7 @@ prefix. Rows are stored right-padded in one tensor per split so that a batch is 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -154,6 +154,8 @@ class EncodedStream:
     max_len: int  # longest row of any split
     context_length: int  # the model's context (generation stops there)
     decode: Callable[[list[int]], str]  # token ids -> text, special tokens skipped
+    # kept columns (evaluated, never trained; `Stream.kept`): not in `tasks`, nor in `max_len`
+    kept: list[EncodedTask] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -170,7 +172,8 @@ def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
         raise UserError("two tasks share a task token: each task needs its own")
     tasks = [encode_task(task, tokenizer, max_length) for task in stream.tasks]
     max_len = max(max(t.train.ids.shape[1], t.eval.ids.shape[1]) for t in tasks)
-    return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len, max_length, decoder(tokenizer))
+    kept = [encode_kept(task, tokenizer, max_length) for task in stream.kept]
+    return EncodedStream(stream.name, tasks, pad_id, eos_id, max_len, max_length, decoder(tokenizer), kept)
 
 
 def decoder(tokenizer) -> Callable[[list[int]], str]:
@@ -199,6 +202,21 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
     if task.metric == "accuracy":
         choices = [_tokens(tokenizer, [c])[0] + [tokenizer.eos_token_id] for c in task.choices()]
     return EncodedTask(task.name, task.kind, task.metric, prefix, train, eval_, choices)
+
+
+def encode_kept(task: Task, tokenizer, max_length: int) -> EncodedTask:
+    """A kept set: its held-out split only, after `[bos]` alone (no task token, which the model would
+    never train), and an empty training split."""
+    if not task.eval:
+        raise UserError(f"kept set {task.name!r} has no examples")
+    prefix = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    encode = _encode_text if task.kind == "text" else _encode_prompt_target
+    eval_ = encode(task, "eval", tokenizer, prefix, max_length)
+    empty = _pack([], [], len(prefix), tokenizer.pad_token_id)
+    choices: list[list[int]] = []
+    if task.metric == "accuracy":
+        choices = [_tokens(tokenizer, [c])[0] + [tokenizer.eos_token_id] for c in task.choices()]
+    return EncodedTask(task.name, task.kind, task.metric, prefix, empty, eval_, choices)
 
 
 def _tokens(tokenizer, texts: list[str]) -> list[list[int]]:
