@@ -39,8 +39,9 @@ def evaluate_stream(
     route: Callable[[int], AbstractContextManager[None]] = no_route,
     details: dict[str, dict[str, float]] | None = None,
 ) -> list[float]:
-    """The score of every task of the stream, in stream order, then of each kept set. Task i is scored inside `route(i)`:
-    the methods' choice of weights for task i (e.g. its own adapter), restored afterwards. Scores
+    """The score of every task of the stream, in stream order, then of each kept set (`stream.kept`,
+    scored with the model as it is). Task i is scored inside `route(i)`: the methods' choice of
+    weights for task i (e.g. its own adapter), restored afterwards. Scores
     reported next to a task's own (ALSO_REPORTED) go to `details[task name]`."""
     was_training = model.training
     model.eval()

@@ -49,7 +49,8 @@ def build_stream(cfg: StreamConfig, seed: int) -> Stream:
         stream = make_builtin(cfg.builtin, cfg.options, seed)
     if cfg.name:
         stream.name = cfg.name
-    stream.kept = [task for name, options in cfg.kept_suites.items() for task in kept_tasks(name, options, seed)]
+    suites = cfg.kept_suites.items()
+    stream.kept = [task for name, options in suites for task in kept_tasks(name, options, seed)]
     clash = set(stream.task_names) & {t.name for t in stream.kept}
     if clash:
         raise UserError(f"task {sorted(clash)[0]!r} is both trained and kept: rename the task")

@@ -44,7 +44,8 @@ def capital_pairs(seed: int) -> Pairs:
 
 def currency_pairs(seed: int) -> Pairs:
     named = [(c.name, currency_name(c.currencies[0])) for c in countries() if c.currencies]
-    return [(f"What is the currency of {n}?", cur) for n, cur in named if cur != cur.upper()]  # not a bare code
+    # a currency pycountry does not name comes back as its bare code ("XYZ"): left out
+    return [(f"What is the currency of {n}?", cur) for n, cur in named if cur != cur.upper()]
 
 
 def arithmetic_pairs(seed: int) -> Pairs:
@@ -130,7 +131,7 @@ def general_stream(
     text_chars: int = 4000,
     seed: int = 0,
 ) -> Stream:
-    """General abilities of a pretrained model: capitals, currencies, arithmetic, definitions, format, English.
+    """What a pretrained model knows: capitals, currencies, arithmetic, definitions, format, English.
 
     Meant for `keep: general` (evaluated, never trained); `n_eval` examples a set (`text_chars`
     characters of held-out text), `sets` picks some of them."""
