@@ -87,7 +87,8 @@ def definition_pairs(seed: int, n_options: int = 4) -> Pairs:
     letters = string.ascii_uppercase[:n_options]
     out = []
     for i, (word, own) in enumerate(nouns):
-        others = [d for _, d in rng.sample(nouns, n_options) if d != own][: n_options - 1]
+        drawn = dict.fromkeys(d for _, d in rng.sample(nouns, n_options + 2) if d != own)  # distinct
+        others = list(drawn)[: n_options - 1]
         options = others[: i % n_options] + [own] + others[i % n_options :]  # answer letter i mod n
         lines = [f"{letter}. {d}" for letter, d in zip(letters, options, strict=True)]
         prompt = "\n".join([f'Which definition fits the word "{word}"?', *lines, "Answer with the letter:"])
