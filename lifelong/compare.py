@@ -22,6 +22,8 @@ from lifelong.parallel import default_jobs, run_side_by_side
 from lifelong.rundir import atomic_write, read_json, write_json
 
 COLUMNS = ["AA", "AIA", "FGT", "BWT", "FWD", "train s", "eval s", "peak MB", "trainable params"]
+# of runs with kept columns (`keep: general`): the mean and the worst drop from the initial model
+KEPT_COLUMNS = ["kept drop", "kept worst"]
 
 
 def is_config(entry: str) -> bool:
@@ -43,7 +45,7 @@ def build_configs(entries: list[str], base: str, overrides: dict[str, Any]) -> l
 
 def row(path: Path) -> dict[str, Any]:
     result = read_json(path / "summary.json", "run results")
-    m = result["metrics"]
+    m, kept = result["metrics"], result.get("kept")
     return {
         "run": path.name,
         **{k: m.get(k) for k in COLUMNS[:5]},
@@ -51,13 +53,19 @@ def row(path: Path) -> dict[str, Any]:
         "eval s": result["eval_seconds"],
         "peak MB": result.get("peak_memory_mb"),
         "trainable params": result.get("trainable_params"),
+        **({"kept drop": kept["mean_drop"], "kept worst": kept["worst_drop"]} if kept else {}),
     }
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The table's columns: KEPT_COLUMNS too if some run has kept columns."""
+    return COLUMNS + (KEPT_COLUMNS if any(KEPT_COLUMNS[0] in r for r in rows) else [])
 
 
 def fmt(key: str, value: Any) -> str:
     if value is None:
         return "n/a"
-    if key in ("BWT", "FWD"):
+    if key in ("BWT", "FWD", *KEPT_COLUMNS):
         return f"{value:+.3f}"
     if key in ("AA", "AIA", "FGT"):
         return f"{value:.3f}"
@@ -67,8 +75,9 @@ def fmt(key: str, value: Any) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| run | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    lines += ["| " + " | ".join([r["run"], *(fmt(k, r[k]) for k in COLUMNS)]) + " |" for r in rows]
+    cols = columns(rows)
+    lines = ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    lines += ["| " + " | ".join([r["run"], *(fmt(k, r.get(k)) for k in cols)]) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -76,7 +85,7 @@ def write_comparison(out: Path, rows: list[dict[str, Any]]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "compare.md", markdown(rows))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["run", *COLUMNS])
+    writer = csv.DictWriter(buf, fieldnames=["run", *columns(rows)])
     writer.writeheader()
     writer.writerows(rows)
     atomic_write(out / "compare.csv", buf.getvalue())

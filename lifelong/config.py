@@ -96,6 +96,9 @@ RESUMABLE_FIELDS = {
     "train.checkpoint_every",
     "train.keep_checkpoints",
 }
+# Fields added after runs were written: left out of the hash at these values, so that an older run's
+# config keeps its hash (and its checkpoints resume).
+ADDED_FIELDS = {"stream.keep": None}
 
 
 class RunConfig(_Strict):
@@ -158,6 +161,10 @@ class RunConfig(_Strict):
                 node = node[key]
             node.pop(leaf, None)
         drop_unset_row_format(data["stream"])
+        for dotted, default in ADDED_FIELDS.items():
+            section, leaf = dotted.split(".")
+            if data[section].get(leaf, default) == default:
+                data[section].pop(leaf, None)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

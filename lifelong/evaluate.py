@@ -68,11 +68,12 @@ def evaluate_stream(
     predictions: dict[str, list[dict[str, Any]]] | None = None,
     n_predictions: int = 8,
 ) -> list[float]:
-    """The score of every task of the stream, in stream order. Task i is scored inside `route(i)`:
-    the methods' choice of weights for task i (e.g. its own adapter), restored afterwards. Scores
-    reported next to a task's own (ALSO_REPORTED) go to `details[task name]`; with `predictions`,
-    the first `n_predictions` examples of each generated or label-scored task go to
-    `predictions[task name]` as {prompt, target, prediction, correct} records."""
+    """The score of every task of the stream, in stream order, then of each kept set (`stream.kept`,
+    scored with the model as it is). Task i is scored inside `route(i)`: the methods' choice of
+    weights for task i (e.g. its own adapter), restored afterwards. Scores reported next to a task's
+    own (ALSO_REPORTED) go to `details[task name]`; with `predictions`, the first `n_predictions`
+    examples of each generated or label-scored task go to `predictions[task name]` as {prompt,
+    target, prediction, correct} records."""
     was_training = model.training
     model.eval()
     scores = []
@@ -80,6 +81,11 @@ def evaluate_stream(
         for i, task in enumerate(stream.tasks):
             with route(i):
                 scored = evaluate_task(model, task, stream, batch_size, max_examples, details)
+            scores.append(scored.score)
+            if predictions is not None and n_predictions and scored.answers is not None:
+                predictions[task.name] = prediction_records(task, stream, scored, n_predictions)
+        for task in stream.kept:  # evaluated, never trained: the model as it is, no per-task route
+            scored = evaluate_task(model, task, stream, batch_size, max_examples, details)
             scores.append(scored.score)
             if predictions is not None and n_predictions and scored.answers is not None:
                 predictions[task.name] = prediction_records(task, stream, scored, n_predictions)

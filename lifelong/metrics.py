@@ -19,6 +19,14 @@ Formulas, 1-based (a = acc, b = baseline):
 - BWT_k = 1/(k-1) * sum_{j=1..k-1} (a[k][j] - a[j][j])
 - FWD_k = 1/(k-1) * sum_{j=2..k} (a[j-1][j] - b[j])
 
+Kept columns (sets evaluated after every task but never trained, e.g. `keep: general`) sit to
+the right of the square part; the five metrics read only the square part. Of a kept column c, with
+b[c] the initial model's score and a[k][c] the score after task k:
+
+- drop[c]     = b[c] - a[T][c]                 (what the stream cost; > 0 = forgot, < 0 = gained)
+- max_drop[c] = max_{k=1..T} (b[c] - a[k][c])  (the worst moment along the stream)
+- mean_drop = mean_c drop[c], worst_drop = max_c drop[c]
+
 In FGT the max runs over rows from the one where task j was trained (i = j) up to
 k-1, never over zero-shot rows i < j. FGT is not clipped at 0: it is negative when
 every old task ended above its best earlier score. Since i = j is in the max,
@@ -140,3 +148,22 @@ def summary(
     }
     undefined = {"FGT", "BWT", "FWD"} if k_seen <= 1 else set()
     return {name: (None if name in undefined else v) for name, v in values.items()}
+
+
+def kept_drops(baseline: Sequence[float] | np.ndarray, rows: ArrayLike) -> dict[str, list[float] | float]:
+    """Drops of the kept columns from the initial model's scores `baseline` (K,) over `rows` (R, K),
+    the kept part of the matrix rows after each task: `drop` (to the last row) and `max_drop` (to the
+    worst row) per column, their `mean_drop` and `worst_drop` (of `drop`). Higher-is-better scores, so
+    a positive drop is lost ability; a NaN score (a diverged evaluation) stays NaN."""
+    a = np.asarray(rows, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0 or b.shape != (a.shape[1],):
+        raise ValueError(f"rows must be (R, K) with R, K >= 1 and baseline (K,), got {a.shape} and {b.shape}")
+    lost = b[None, :] - a  # (R, K)
+    drop = lost[-1]  # (K,)
+    return {
+        "drop": drop.tolist(),
+        "max_drop": lost.max(axis=0).tolist(),  # NaN if any row of the column is NaN
+        "mean_drop": float(np.mean(drop)),
+        "worst_drop": float(np.max(drop)),
+    }

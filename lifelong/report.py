@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lifelong.metrics import METRIC_NAMES, summary
+from lifelong.metrics import METRIC_NAMES, kept_drops, summary
 from lifelong.rundir import Progress, RunDir, atomic_write, environment, read_json, write_json
 
 METRIC_LABEL = {
@@ -27,24 +27,30 @@ METRIC_LABEL = {
 
 
 def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], data) -> dict[str, Any]:
-    metrics = summary(progress.matrix, progress.baseline) if progress.matrix else {}
+    n, kept = len(task_names), [t.name for t in data.kept]
+    square = [row[:n] for row in progress.matrix]  # the stream's tasks; kept columns follow
+    metrics = summary(square, progress.baseline[:n]) if progress.matrix else {}
     matrix = {
         "tasks": task_names,
         "metrics": [t.metric for t in data.tasks],
+        **({"kept": kept, "kept_metrics": [t.metric for t in data.kept]} if kept else {}),
         "baseline": progress.baseline,
         "rows": progress.matrix,
         "note": "rows[k][j]: score on task j after training tasks 0..k; baseline: initial model. "
-        "Higher is better (loss-scored tasks hold minus the loss).",
+        "Higher is better (loss-scored tasks hold minus the loss)."
+        + (" Columns after the tasks' are the kept sets (evaluated, never trained)." if kept else ""),
     }
-    if diverged := nan_scores(progress, task_names):
+    columns = [*task_names, *kept]
+    if diverged := nan_scores(progress, columns):
         matrix["diverged"] = diverged
-    if also := also_reported(run_dir, task_names, len(progress.matrix)):
+    if also := also_reported(run_dir, columns, len(progress.matrix)):
         matrix["also_reported"] = also
     write_json(run_dir.path / "matrix.json", matrix)
     atomic_write(run_dir.path / "matrix.csv", matrix_csv(matrix))
     result = {
         "metrics": metrics,
         "fwd_baseline": "initial model, before any training",
+        **({"kept": kept_summary(progress, kept, data)} if kept and progress.matrix else {}),
         **({"diverged": diverged} if diverged else {}),
         "train_seconds": round(progress.train_seconds, 3),
         "eval_seconds": round(progress.eval_seconds, 3),
@@ -56,8 +62,34 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         **environment_record(run_dir),
     }
     write_json(run_dir.path / "summary.json", result)
-    plot_curves(run_dir, task_names, run_dir.path / "curves.png")
+    plot_curves(run_dir, task_names, run_dir.path / "curves.png", kept)
     return result
+
+
+def kept_summary(progress: Progress, kept: list[str], data) -> dict[str, Any]:
+    """What the stream cost the kept columns: each one's initial and final score and drop (initial -
+    final, > 0 = forgotten), the worst drop along the stream, and the mean and worst of the drops."""
+    n = len(progress.matrix[0]) - len(kept)
+    drops = kept_drops(progress.baseline[n:], [row[n:] for row in progress.matrix])
+    worst = max(range(len(kept)), key=lambda c: drops["drop"][c])
+    columns = {
+        name: {
+            "metric": task.metric,
+            "initial": progress.baseline[n + c],
+            "final": progress.matrix[-1][n + c],
+            "drop": drops["drop"][c],
+            "max_drop": drops["max_drop"][c],
+        }
+        for c, (name, task) in enumerate(zip(kept, data.kept, strict=True))
+    }
+    return {
+        "columns": columns,
+        "mean_drop": drops["mean_drop"],
+        "worst_drop": drops["worst_drop"],
+        "worst": kept[worst],
+        "note": "drop = initial score - score after the last task (higher-is-better scores: > 0 is "
+        "forgotten); the mean mixes the columns' units (loss columns are in nats/token)",
+    }
 
 
 def nan_scores(progress: Progress, task_names: list[str]) -> list[dict[str, Any]]:
@@ -122,14 +154,15 @@ def peak_memory_mb() -> float:
 def matrix_csv(matrix: dict[str, Any]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["after", *matrix["tasks"]])
+    writer.writerow(["after", *matrix["tasks"], *matrix.get("kept", [])])
     writer.writerow(["initial", *matrix["baseline"]])
     for name, row in zip(matrix["tasks"], matrix["rows"], strict=False):
         writer.writerow([name, *row])
     return out.getvalue()
 
 
-def plot_curves(run_dir: RunDir, task_names: list[str], path: Path) -> None:
+def plot_curves(run_dir: RunDir, task_names: list[str], path: Path, kept: list[str] | None = None) -> None:
+    """Every task's score over training steps (kept columns dashed), the tasks' spans shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,6 +176,8 @@ def plot_curves(run_dir: RunDir, task_names: list[str], path: Path) -> None:
     steps = [e["global_step"] for e in evals]
     for j, name in enumerate(task_names):
         ax.plot(steps, [e["scores"][j] for e in evals], marker=".", label=name)
+    for c, name in enumerate(kept or [], start=len(task_names)):
+        ax.plot(steps, [e["scores"][c] for e in evals], linestyle="--", marker=".", label=f"{name} (kept)")
     for t in range(len(task_names)):
         if t % 2 == 0:
             ax.axvspan(t * cfg_steps, (t + 1) * cfg_steps, color="0.93", zorder=0)
@@ -175,10 +210,31 @@ def matrix_table(title: str, matrix: dict[str, Any]) -> Table:
     table.add_column("after training")
     for name, metric in zip(matrix["tasks"], matrix["metrics"], strict=True):
         table.add_column(f"{name}\n{METRIC_LABEL.get(metric, metric)}", justify="right")
-    table.add_row("(initial model)", *(f"{v:.3f}" for v in matrix["baseline"]), style="dim")
+    n = len(matrix["tasks"])
+    table.add_row("(initial model)", *(f"{v:.3f}" for v in matrix["baseline"][:n]), style="dim")
     for k, row in enumerate(matrix["rows"]):
-        cells = [f"[bold]{v:.3f}[/bold]" if j == k else f"{v:.3f}" for j, v in enumerate(row)]
+        cells = [f"[bold]{v:.3f}[/bold]" if j == k else f"{v:.3f}" for j, v in enumerate(row[:n])]
         table.add_row(f"{k + 1}. {matrix['tasks'][k]}", *cells)
+    return table
+
+
+def kept_table(title: str, matrix: dict[str, Any], result: dict[str, Any]) -> Table | None:
+    """The kept columns (evaluated, never trained) of a run's matrix, with each one's drop; None
+    for a run without them."""
+    kept = matrix.get("kept")
+    if not kept:
+        return None
+    n = len(matrix["tasks"])
+    table = Table(title=f"{title}: kept (evaluated, never trained)", title_justify="left")
+    table.add_column("after training")
+    for name, metric in zip(kept, matrix["kept_metrics"], strict=True):
+        table.add_column(f"{name}\n{METRIC_LABEL.get(metric, metric)}", justify="right")
+    table.add_row("(initial model)", *(f"{v:.3f}" for v in matrix["baseline"][n:]), style="dim")
+    for k, row in enumerate(matrix["rows"]):
+        table.add_row(f"{k + 1}. {matrix['tasks'][k]}", *(f"{v:.3f}" for v in row[n:]))
+    if summary_kept := result.get("kept"):
+        drops = [summary_kept["columns"][name]["drop"] for name in kept]
+        table.add_row("drop (initial - final)", *(f"{d:+.3f}" for d in drops), style="bold")
     return table
 
 
@@ -193,13 +249,20 @@ def metrics_table(runs: list[tuple[str, dict[str, Any]]]) -> Table:
         table.add_column(name, justify="right")
     table.add_column("train s", justify="right")
     table.add_column("eval s", justify="right")
+    with_kept = any("kept" in result for _, result in runs)
+    if with_kept:
+        table.add_column("kept\ndrop", justify="right")  # mean over the kept columns
+        table.add_column("kept\nworst", justify="right")
     for label, result in runs:
         m = result["metrics"]
         cells = [
             "n/a" if m.get(k) is None else f"{m[k]:+.3f}" if k in ("BWT", "FWD") else f"{m[k]:.3f}"
             for k in METRIC_NAMES
         ]
-        table.add_row(label, *cells, f"{result['train_seconds']:.1f}", f"{result['eval_seconds']:.1f}")
+        kept = result.get("kept")
+        drops = [f"{kept['mean_drop']:+.3f}", f"{kept['worst_drop']:+.3f}"] if kept else ["", ""]
+        times = [f"{result['train_seconds']:.1f}", f"{result['eval_seconds']:.1f}"]
+        table.add_row(label, *cells, *times, *(drops if with_kept else []))
     return table
 
 
@@ -207,8 +270,10 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     """Each run's matrix, then one table of every run's five metrics, side by side."""
     console = console or Console()
     loaded = [(path, *load_run(path)) for path in paths]
-    for path, matrix, _ in loaded:
+    for path, matrix, result in loaded:
         console.print(matrix_table(str(path), matrix))
+        if (kept := kept_table(str(path), matrix, result)) is not None:
+            console.print(kept)
     labels = run_labels([path for path, _, _ in loaded])
     console.print(
         metrics_table([(label, result) for label, (_, _, result) in zip(labels, loaded, strict=True)])
@@ -269,5 +334,6 @@ def print_at_target(paths: list[Path], task: str, target: float, console: Consol
         if at is None:
             table.add_row(path.name, "not reached", *("" for _ in names))
         else:
-            table.add_row(path.name, f"{at['global_step']:.0f}", *(f"{v:.3f}" for v in at["scores"]))
+            scores = at["scores"][: len(names)]  # the stream's tasks (kept columns follow them)
+            table.add_row(path.name, f"{at['global_step']:.0f}", *(f"{v:.3f}" for v in scores))
     console.print(table)

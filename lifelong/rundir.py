@@ -7,7 +7,7 @@ runs/<name>/
   evals.jsonl            every evaluation of the whole stream (for the curves)
   predictions.jsonl      at each evaluation, each task's first answers next to their targets
   matrix.json/.csv       the accuracy matrix with the initial model's row
-  summary.json           AA, AIA, FGT, BWT, FWD, times
+  summary.json           AA, AIA, FGT, BWT, FWD, times (and the kept columns' drops)
   curves.png             every task's score over training steps
   checkpoints/<tag>/     model.safetensors, optimizer.*, method-<i>.*, rng.safetensors, progress.json
   checkpoints/latest     the tag of the newest complete checkpoint
@@ -43,6 +43,7 @@ class Progress:
     step: int = 0  # steps of `task` already done
     baseline: list[float] | None = None  # scores of the initial model, before any training
     matrix: list[list[float]] = field(default_factory=list)  # row k: after task k
+    kept: list[str] = field(default_factory=list)  # kept columns, after the tasks' in every row
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
     trainable_params: int = 0  # the most parameters trained at once (the peak over tasks)
@@ -54,7 +55,7 @@ class Progress:
 
     @property
     def finished(self) -> bool:
-        return bool(self.matrix) and self.task >= len(self.matrix[0])
+        return bool(self.matrix) and self.task >= len(self.matrix[0]) - len(self.kept)
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:

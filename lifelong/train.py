@@ -87,6 +87,9 @@ class Trainer:
             )
         stream = build_stream(cfg.stream, cfg.seed)
         self.task_names = stream.task_names
+        self.columns = [*stream.task_names, *(t.name for t in stream.kept)]  # a matrix row's columns
+        if stream.kept and stream.vocabulary is not None:
+            warn("the stream's word-level vocabulary cannot spell the kept sets: they are scored on <unk>")
         model, self.tokenizer, max_length = load_for_run(cfg.model, stream)
         self.data: EncodedStream = encode_stream(stream, self.tokenizer, max_length)
         for note in self.data.notes:  # rows clipped or skipped to fit: never a silent loss
@@ -114,7 +117,9 @@ class Trainer:
         self.raw = self.accelerator.unwrap_model(self.model)
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress = Progress(
-            cfg.config_hash(), total_params=sum(p.numel() for p in self.raw.parameters())
+            cfg.config_hash(),
+            kept=self.columns[len(self.task_names) :],
+            total_params=sum(p.numel() for p in self.raw.parameters()),
         )
 
     # ------------------------------------------------------------------ setup
@@ -267,7 +272,7 @@ class Trainer:
         """Log one evaluation of the stream (`task` -1: the initial model) and return its scores."""
         t = self.cfg.train
         self.progress.eval_seconds += seconds
-        if bad := [n for n, v in zip(self.task_names, scores, strict=True) if not math.isfinite(v)]:
+        if bad := [n for n, v in zip(self.columns, scores, strict=True) if not math.isfinite(v)]:
             where = "the initial model" if task < 0 else f"task {task + 1} step {step}"
             warn(f'the evaluation of {", ".join(bad)} at {where} diverged (score nan/inf, written as "nan")')
         global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
@@ -279,7 +284,7 @@ class Trainer:
                 where = {"global_step": global_step, "task": task, "step": step, "trained": trained}
                 self.run_dir.append("predictions.jsonl", where | {"predictions": shown})
         if self.cfg.tracking:
-            named = {f"eval/{name}": score for name, score in zip(self.task_names, scores, strict=True)}
+            named = {f"eval/{name}": score for name, score in zip(self.columns, scores, strict=True)}
             self.accelerator.log(named, step=global_step)
         self.report(task, step, scores)
         return scores
@@ -320,6 +325,8 @@ class Trainer:
             result = write_results(self.run_dir, self.progress, self.task_names, self.data)
             if self.cfg.tracking:
                 metrics = {f"metrics/{k}": v for k, v in result["metrics"].items() if v is not None}
+                if kept := result.get("kept"):
+                    metrics |= {f"metrics/kept_{k}": kept[k] for k in ("mean_drop", "worst_drop")}
                 self.accelerator.log(metrics, step=self.global_step())
         if self.cfg.tracking:
             self.accelerator.end_training()

@@ -45,29 +45,53 @@ def builtin_streams() -> dict[str, StreamInfo]:
 
 def build_stream(cfg: StreamConfig, seed: int) -> Stream:
     if cfg.tasks is not None:
-        return Stream(cfg.name or "custom", [build_task(spec, seed, cfg) for spec in cfg.tasks])
-    streams = builtin_streams()
-    if cfg.builtin not in streams:
-        raise UserError(f"unknown stream {cfg.builtin!r} (known: {', '.join(streams)})")
-    make = streams[cfg.builtin].make
-    accepted = set(inspect.signature(make).parameters) - {"seed"}
-    unknown = sorted(set(cfg.options) - accepted)
-    if unknown:
-        raise UserError(
-            f"stream {cfg.builtin!r} has no option {unknown[0]!r} (options: {', '.join(sorted(accepted))})"
-        )
-    try:
-        stream = make(seed=seed, **cfg.options)
-    except (TypeError, ValueError) as err:  # an option of the wrong type, e.g. n_digits: two
-        raise UserError(f"stream {cfg.builtin!r}: bad options {cfg.options}: {err}") from None
-    if not stream.tasks:
-        raise UserError(f"stream {cfg.builtin!r} has no tasks (options: {cfg.options})")
+        stream = Stream(cfg.name or "custom", [build_task(spec, seed, cfg) for spec in cfg.tasks])
+    else:
+        stream = make_builtin(cfg.builtin, cfg.options, seed)
+        if cfg.given():  # the stream's own row format, changed where the config says
+            for task in stream.tasks:
+                task.format = task_format(task.kind, [cfg], task.format)
     if cfg.name:
         stream.name = cfg.name
-    if cfg.given():  # the stream's own row format, changed where the config says
-        for task in stream.tasks:
-            task.format = task_format(task.kind, [cfg], task.format)
+    suites = cfg.kept_suites.items()
+    stream.kept = [task for name, options in suites for task in kept_tasks(name, options, seed)]
+    for task in stream.kept:  # scored in the stream's row format (e.g. chat), never with a task token
+        task.format = task_format(task.kind, [cfg], task.format) if cfg.given() else task.format
+    clash = set(stream.task_names) & {t.name for t in stream.kept}
+    if clash:
+        raise UserError(f"task {sorted(clash)[0]!r} is both trained and kept: rename the task")
     return stream
+
+
+def make_builtin(name: str, options: dict, seed: int, what: str = "stream") -> Stream:
+    """The built-in stream `name` built with `options` (each checked against its builder's)."""
+    streams = builtin_streams()
+    if name not in streams:
+        raise UserError(f"unknown {what} {name!r} (known: {', '.join(streams)})")
+    make = streams[name].make
+    accepted = set(inspect.signature(make).parameters) - {"seed"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise UserError(
+            f"{what} {name!r} has no option {unknown[0]!r} (options: {', '.join(sorted(accepted))})"
+        )
+    try:
+        stream = make(seed=seed, **options)
+    except (TypeError, ValueError) as err:  # an option of the wrong type, e.g. n_digits: two
+        raise UserError(f"{what} {name!r}: bad options {options}: {err}") from None
+    if not stream.tasks:
+        raise UserError(f"{what} {name!r} has no tasks (options: {options})")
+    return stream
+
+
+def kept_tasks(suite: str, options: dict, seed: int) -> list[Task]:
+    """The held-out sets of built-in stream `suite` as kept columns `suite/task`: no training split,
+    no task token (a kept set is scored after the bos token alone, if the tokenizer has one)."""
+    stream = make_builtin(suite, options, seed, what="kept suite")
+    return [
+        Task(f"{suite}/{t.name}", t.kind, [], t.eval, t.metric, token="", description=t.description)
+        for t in stream.tasks
+    ]
 
 
 def build_task(spec: TaskSpec, seed: int, stream: StreamConfig | None = None) -> Task:
@@ -108,6 +132,7 @@ __all__ = [
     "Task",
     "build_stream",
     "build_task",
+    "kept_tasks",
     "builtin_streams",
     "register_stream",
     "toy_stream",

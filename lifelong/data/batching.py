@@ -10,6 +10,7 @@ so that a batch is an index operation.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -161,6 +162,8 @@ class EncodedStream:
     context_length: int  # the model's context (generation stops there)
     decode: Callable[[list[int]], str]  # token ids -> text, special tokens skipped
     notes: list[str] = field(default_factory=list)  # rows clipped or skipped, for the run's log
+    # kept columns (evaluated, never trained; `Stream.kept`): not in `tasks`, nor in `max_len`
+    kept: list[EncodedTask] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -187,8 +190,9 @@ def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
         t.train.prefix_len = t.eval.prefix_len = n
     max_len = max(max(t.train.ids.shape[1], t.eval.ids.shape[1]) for t in tasks)
     notes = [t.note for t in tasks if t.note]
+    kept = [encode_kept(task, tokenizer, max_length) for task in stream.kept]
     return EncodedStream(
-        stream.name, tasks, pad_id, stops.pop(), max_len, max_length, decoder(tokenizer), notes
+        stream.name, tasks, pad_id, stops.pop(), max_len, max_length, decoder(tokenizer), notes, kept
     )
 
 
@@ -247,6 +251,17 @@ def _note(task: Task, rows: dict[str, Rows], limit: int, instruction: str) -> st
             f"{', '.join(done)} to fit the limit of {limit} tokens (overlong: {task.format.overlong})"
         )
     return f"task {task.name!r}: {'; '.join(parts)}" if parts else ""
+
+
+def encode_kept(task: Task, tokenizer, max_length: int) -> EncodedTask:
+    """A kept set: its held-out split only, in its row format without the task token (which the model
+    would never train), and an empty training split."""
+    if not task.eval:
+        raise UserError(f"kept set {task.name!r} has no examples")
+    untokened = dataclasses.replace(task.format, task_token=False)
+    encoded = encode_task(dataclasses.replace(task, train=task.eval, format=untokened), tokenizer, max_length)
+    encoded.train = _pack([], [], encoded.eval.prefix_len, tokenizer.pad_token_id)
+    return encoded
 
 
 def _text_rows(task: Task, split: str, tokenizer, prefix: list[int], limit: int) -> Rows:

@@ -124,6 +124,20 @@ class StreamConfig(RowFormat):
     options: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
     tasks: list[TaskSpec] | None = None
+    # Suites evaluated after every task but never trained (built-in streams, e.g. `general`): a
+    # name, a list of names, or a mapping name -> that stream's options, e.g. {general: {n_eval: 20}}.
+    keep: str | list[str] | dict[str, dict[str, Any]] | None = None
+
+    @property
+    def kept_suites(self) -> dict[str, dict[str, Any]]:
+        """`keep` as a mapping: suite name -> its options."""
+        if self.keep is None:
+            return {}
+        if isinstance(self.keep, str):
+            return {self.keep: {}}
+        if isinstance(self.keep, list):
+            return {name: {} for name in self.keep}
+        return {name: dict(options or {}) for name, options in self.keep.items()}
 
     @model_validator(mode="before")
     @classmethod

@@ -83,6 +83,9 @@ class Stream:
     # Whitespace-separated symbols of a synthetic stream: a tiny preset model then gets a word-level
     # tokenizer over exactly these; None means a byte-level tokenizer.
     vocabulary: list[str] | None = None
+    # Evaluated-never-trained sets (`keep: general`): extra columns of the accuracy matrix, named
+    # `suite/set`, scored with the model as it is; methods see only `tasks`.
+    kept: list[Task] = field(default_factory=list)
 
     @property
     def task_names(self) -> list[str]:

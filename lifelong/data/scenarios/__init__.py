@@ -3,6 +3,7 @@
 from lifelong.data.scenarios import (
     benchmarks,
     classification,
+    general,
     instructions,
     ner,
     pretraining,
@@ -10,4 +11,13 @@ from lifelong.data.scenarios import (
     translation,
 )
 
-__all__ = ["benchmarks", "classification", "instructions", "ner", "pretraining", "relations", "translation"]
+__all__ = [
+    "benchmarks",
+    "classification",
+    "general",
+    "instructions",
+    "ner",
+    "pretraining",
+    "relations",
+    "translation",
+]

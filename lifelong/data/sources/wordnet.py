@@ -97,3 +97,26 @@ def _synsets(pos: str, root: Path | None) -> dict[str, Synset]:
     if not synsets:
         raise SourceBroken(f"{path}: no synsets")
     return synsets
+
+
+def wordnet_glosses(pos: str = "noun", root: Path | None = None) -> list[tuple[str, str]]:
+    """(first lemma, definition) of each synset of `pos`, in file order: the gloss up to its first
+    `;` (what follows is example sentences), underscores in the lemma become spaces."""
+    if pos not in PARTS_OF_SPEECH:
+        raise UserError(f"unknown part of speech {pos!r} (known: {', '.join(PARTS_OF_SPEECH)})")
+    return list(_glosses(pos, root))
+
+
+@lru_cache(maxsize=8)
+def _glosses(pos: str, root: Path | None) -> tuple[tuple[str, str], ...]:
+    _synsets(pos, root)  # checks the directory and the file's format first
+    path = (root or WORDNET_DIR) / f"data.{pos}"
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(HEADER) or " | " not in line:
+            continue
+        fields, _, gloss = line.partition(" | ")
+        definition = gloss.split(";")[0].strip()
+        if definition:
+            out.append((_lemma(fields.split()[4]), definition))
+    return tuple(out)
