@@ -75,7 +75,7 @@ def build_task(spec: TaskSpec, seed: int) -> Task:
     for split, rows in (("train", train), ("eval", eval_)):
         if not rows:
             raise UserError(f"task {spec.name!r} has no {split} examples")
-    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token)
+    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token, beta=spec.beta)
 
 
 def split_examples(

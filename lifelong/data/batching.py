@@ -3,6 +3,10 @@
 Every sequence is `prefix + prompt + target + [eos]`, where the prefix is `[bos]` (if the tokenizer
 has one) followed by the task token. Text tasks are cut into context-sized windows, each with the
 prefix. Rows are stored right-padded in one tensor per split so that a batch is an index operation.
+
+A preference example gives two rows sharing the prompt, `prefix + prompt + chosen + [eos]` and
+`prefix + prompt + rejected + [eos]`, stored next to each other (rows 2i and 2i+1); a batch of B pairs
+is 2B rows, the B chosen rows first, and its loss mask is on the answer tokens (eos included).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from lifelong.data.task import Stream, Task
+from lifelong.data.task import DPO_BETA, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
@@ -93,17 +97,29 @@ def concat(batches: list[Batch], pad_id: int) -> Batch:
 
 @dataclass
 class EncodedSet:
-    """One split of one task, tokenized: row i is `ids[i, :lengths[i]]`."""
+    """One split of one task, tokenized: row i is `ids[i, :lengths[i]]`. With `pairs`, rows 2i and
+    2i+1 are example i's chosen and rejected rows, and the set's length, its batches' indices and
+    `prompts`/`targets` count examples (pairs), not rows."""
 
     ids: torch.Tensor  # (N, L) long, right-padded with pad_id
     lengths: torch.Tensor  # (N,) long
     target_start: torch.Tensor  # (N,) long: index of the first target token (prefix end for text)
     prefix_len: int
+    pairs: bool = False
+    # With `pairs`: each pair's summed answer log-probs (chosen, rejected) under the DPO reference,
+    # (N/2, 2) float; the trainer fills it (train: the model at the task's start; eval: the initial model).
+    reference: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return self.ids.shape[0]
+        return self.ids.shape[0] // 2 if self.pairs else self.ids.shape[0]
+
+    def pair_rows(self, units: torch.Tensor) -> torch.Tensor:
+        """The rows of examples `units`: all their chosen rows, then all their rejected rows, (2B,)."""
+        return torch.cat([2 * units, 2 * units + 1]) if self.pairs else units
 
     def batch(self, rows: torch.Tensor, loss_on: LossOn = "sequence") -> Batch:
+        if self.pairs:  # rows are examples: (B,) -> (2B,) rows, scored on the answers
+            rows, loss_on = self.pair_rows(rows), "target"
         lengths = self.lengths[rows]
         width = int(lengths.max())
         ids = self.ids[rows, :width]
@@ -113,24 +129,42 @@ class EncodedSet:
         loss_mask = attention & (pos >= start.unsqueeze(1))
         return Batch(ids, attention.long(), loss_mask)
 
+    def _first(self, limit: int | None) -> list[int]:
+        """The rows of the first `limit` examples (all if None): with `pairs`, their chosen rows."""
+        n = len(self) if limit is None else min(limit, len(self))
+        return [2 * i for i in range(n)] if self.pairs else list(range(n))
+
     def prompts(self, limit: int | None = None) -> list[list[int]]:
-        """Prompt tokens (prefix included) of the first `limit` rows (all if None)."""
-        rows = range(len(self) if limit is None else min(limit, len(self)))
-        return [self.ids[i, : self.target_start[i]].tolist() for i in rows]
+        """Prompt tokens (prefix included) of the first `limit` examples (all if None)."""
+        return [self.ids[i, : self.target_start[i]].tolist() for i in self._first(limit)]
 
     def targets(self, limit: int | None = None) -> list[list[int]]:
-        """Target tokens including the final eos, of the first `limit` rows (all if None)."""
-        rows = range(len(self) if limit is None else min(limit, len(self)))
-        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in rows]
+        """Target tokens including the final eos (the chosen answer of a pair), of the first `limit`
+        examples (all if None)."""
+        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in self._first(limit)]
+
+    def rows(self, rows: list[int]) -> list[list[int]]:
+        """Rows `rows` (row indices, not examples) as lists of token ids."""
+        return [self.ids[i, : self.lengths[i]].tolist() for i in rows]
+
+    def chosen(self) -> EncodedSet:
+        """A paired set's chosen rows as a plain set (what NTP on chosen answers trains on)."""
+        if not self.pairs:
+            return self
+        keep = torch.arange(0, self.ids.shape[0], 2)
+        return EncodedSet(self.ids[keep], self.lengths[keep], self.target_start[keep], self.prefix_len)
 
 
 def cat_sets(sets: list[EncodedSet], pad_id: int) -> EncodedSet:
+    if len({s.pairs for s in sets}) > 1:
+        raise UserError("preference tasks cannot be trained together with tasks of another kind")
     width = max(s.ids.shape[1] for s in sets)
     return EncodedSet(
         torch.cat([pad_width(s.ids, width, pad_id) for s in sets]),
         torch.cat([s.lengths for s in sets]),
         torch.cat([s.target_start for s in sets]),
         sets[0].prefix_len,
+        sets[0].pairs,
     )
 
 
@@ -143,6 +177,7 @@ class EncodedTask:
     train: EncodedSet
     eval: EncodedSet
     choices: list[list[int]]  # token ids of each label (accuracy metric), eos included
+    beta: float = DPO_BETA  # preference tasks: DPO's beta
 
 
 @dataclass
@@ -193,12 +228,12 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         if not getattr(task, split):
             raise UserError(f"task {task.name!r} has no {split} examples")
     prefix = task_prefix(tokenizer, task.token)
-    encode = _encode_text if task.kind == "text" else _encode_prompt_target
+    encode = {"text": _encode_text, "preference": _encode_preference}.get(task.kind, _encode_prompt_target)
     train, eval_ = (encode(task, split, tokenizer, prefix, max_length) for split in ("train", "eval"))
     choices: list[list[int]] = []
     if task.metric == "accuracy":
         choices = [_tokens(tokenizer, [c])[0] + [tokenizer.eos_token_id] for c in task.choices()]
-    return EncodedTask(task.name, task.kind, task.metric, prefix, train, eval_, choices)
+    return EncodedTask(task.name, task.kind, task.metric, prefix, train, eval_, choices, task.beta)
 
 
 def _tokens(tokenizer, texts: list[str]) -> list[list[int]]:
@@ -220,6 +255,27 @@ def _encode_prompt_target(task: Task, split: str, tokenizer, prefix: list[int], 
         rows.append(row)
         starts.append(len(prefix) + len(p))
     return _pack(rows, starts, len(prefix), tokenizer.pad_token_id)
+
+
+def _encode_preference(task: Task, split: str, tokenizer, prefix: list[int], max_length: int):
+    """Two rows per example, chosen then rejected, sharing the prompt; the loss reads the answers."""
+    examples = getattr(task, split)
+    prompts = _tokens(tokenizer, [ex.prompt for ex in examples])
+    answers = _tokens(tokenizer, [a for ex in examples for a in (ex.target, ex.rejected)])
+    rows, starts = [], []
+    for i, p in enumerate(prompts):
+        for answer in answers[2 * i : 2 * i + 2]:
+            row = prefix + p + answer + [tokenizer.eos_token_id]
+            if len(row) > max_length:
+                raise UserError(
+                    f"task {task.name!r}: {split} example {i} is {len(row)} tokens long, "
+                    f"longer than the model's context of {max_length} tokens"
+                )
+            rows.append(row)
+            starts.append(len(prefix) + len(p))
+    encoded = _pack(rows, starts, len(prefix), tokenizer.pad_token_id)
+    encoded.pairs = True
+    return encoded
 
 
 def _encode_text(task: Task, split: str, tokenizer, prefix: list[int], max_length: int):

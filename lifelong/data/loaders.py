@@ -25,13 +25,14 @@ def load_examples(source: DataSource, kind: str, what: str) -> list[Example]:
 
 
 def to_example(row: dict[str, Any], source: DataSource, kind: str, what: str) -> Example:
-    fields = [source.text_field] if kind == "text" else [source.prompt_field, source.target_field]
-    missing = [f for f in fields if f not in row]
+    fields = {
+        "text": [source.text_field],
+        "preference": [source.prompt_field, source.chosen_field, source.rejected_field],
+    }.get(kind, [source.prompt_field, source.target_field])
+    missing = [f for f in fields if f not in row or (kind == "preference" and row[f] is None)]
     if missing:
         raise UserError(f"{what}: no field {missing[0]!r} (fields: {', '.join(map(str, row))})")
-    if kind == "text":
-        return Example(str(row[source.text_field]))
-    return Example(str(row[source.prompt_field]), str(row[source.target_field]))
+    return Example(*(str(row[f]) for f in fields))
 
 
 def read_file(path: Path, what: str, columns: list[str] | None = None) -> list[dict[str, Any]]:

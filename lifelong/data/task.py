@@ -5,16 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TaskKind = Literal["text", "prompt_target"]
-MetricName = Literal["exact_match", "accuracy", "loss", "chrf", "bleu", "entity_f1"]
+TaskKind = Literal["text", "prompt_target", "preference"]
+MetricName = Literal["exact_match", "accuracy", "loss", "chrf", "bleu", "entity_f1", "preference_accuracy"]
+DPO_BETA = 0.1  # DPO's beta (Rafailov et al. 2023): how far from the reference the policy may move
 
 
 @dataclass(frozen=True)
 class Example:
-    """One example. Text tasks use `prompt` for the text and leave `target` empty."""
+    """One example. Text tasks use `prompt` for the text and leave `target` empty; preference tasks
+    hold the chosen answer in `target` and the rejected one in `rejected`."""
 
     prompt: str
     target: str = ""
+    rejected: str = ""
 
 
 @dataclass
@@ -23,7 +26,8 @@ class Task:
 
     kind "text" trains on raw text (next-token loss) and is scored by held-out loss; kind
     "prompt_target" trains on prompt -> target and is scored by exact match of the greedy
-    generation or by accuracy over the task's label set. Every sequence starts with `token`.
+    generation or by accuracy over the task's label set; kind "preference" trains with DPO on
+    (prompt, chosen, rejected) and is scored by preference accuracy. Every sequence starts with `token`.
     """
 
     name: str
@@ -33,6 +37,7 @@ class Task:
     metric: MetricName
     token: str
     description: str = ""
+    beta: float = DPO_BETA  # preference tasks: DPO's beta, in training and in the scored margin
 
     def choices(self) -> list[str]:
         """The label set for the accuracy metric: every distinct target, in first-seen order."""
