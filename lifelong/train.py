@@ -43,7 +43,6 @@ from lifelong.report import write_results
 from lifelong.rundir import Progress, RunDir, check_resumable, read_json, saved_config_data, warn
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
 
-
 # What a step logs next to its loss terms without the `loss_` prefix (a preference task's DPO margins).
 STEP_STATS = ("reward_margin", "reward_accuracy")
 
