@@ -1,5 +1,13 @@
 """The built-in scenario streams, registered on import (see `lifelong streams`)."""
 
-from lifelong.data.scenarios import benchmarks, classification, ner, pretraining, relations, translation
+from lifelong.data.scenarios import (
+    benchmarks,
+    classification,
+    ner,
+    preferences,
+    pretraining,
+    relations,
+    translation,
+)
 
-__all__ = ["benchmarks", "classification", "ner", "pretraining", "relations", "translation"]
+__all__ = ["benchmarks", "classification", "ner", "preferences", "pretraining", "relations", "translation"]
