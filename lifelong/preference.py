@@ -28,8 +28,9 @@ def pair_logprobs(token_loss: torch.Tensor) -> torch.Tensor:
     return logp.view(2, -1).T  # (B, 2)
 
 
-def reward_margins(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
-    """beta * ((pi_c - ref_c) - (pi_r - ref_r)) per pair, (B,), from (B, 2) log-probs each."""
+def reward_margins(policy: torch.Tensor, reference: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+    """beta * ((pi_c - ref_c) - (pi_r - ref_r)) per pair, (B,), from (B, 2) log-probs each; `beta` a
+    number or one per pair, (B,)."""
     assert policy.shape == reference.shape and policy.shape[-1] == 2, (policy.shape, reference.shape)
     ratios = policy - reference.to(policy.device, policy.dtype)  # (B, 2)
     return beta * (ratios[:, 0] - ratios[:, 1])

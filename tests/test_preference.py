@@ -139,13 +139,18 @@ def test_pair_rows_share_the_prompt_and_mask_the_answers():
         )
         assert answer == ("yes" if b < 2 else "no way")  # chosen rows first; the mask is the answer
         assert text.endswith(answer) and text.startswith("q")
-    assert batch.input_ids[0, : train.target_start[0]].tolist() == batch.input_ids[2, : train.target_start[1]].tolist()
+    assert (
+        batch.input_ids[0, : train.target_start[0]].tolist()
+        == batch.input_ids[2, : train.target_start[1]].tolist()
+    )
     assert train.targets(1)[0][:-1] == tokenizer("yes", add_special_tokens=False)["input_ids"]
 
 
 def tiny_model(vocab: int, seed: int = 0):
     torch.manual_seed(seed)
-    return build_preset("tiny", vocab, 32, {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32})
+    return build_preset(
+        "tiny", vocab, 32, {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32}
+    )
 
 
 def test_reference_logprobs_match_a_direct_forward():
@@ -175,7 +180,9 @@ def test_preference_accuracy_is_zero_at_the_reference_and_reports_the_margin():
     for _ in range(20):
         batch = data.batch(torch.arange(len(data)))
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        loss, _ = dpo_loss(pair_logprobs(next_token_loss(logits, batch.input_ids, batch.loss_mask)[0]), ref, 0.1)
+        loss, _ = dpo_loss(
+            pair_logprobs(next_token_loss(logits, batch.input_ids, batch.loss_mask)[0]), ref, 0.1
+        )
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -144,14 +144,14 @@ register_stream(
         metric="preference_accuracy (implicit reward margin > 0 against the initial model)",
         model={"preset": "tiny", "max_length": 128},
         train={
-            "steps_per_task": 150,
-            "batch_size": 16,  # pairs: 32 rows a step
+            "steps_per_task": 80,
+            "batch_size": 8,  # pairs: 16 rows a step
             "lr": 1.0e-3,
-            "warmup_steps": 15,
+            "warmup_steps": 8,
             "schedule": "cosine",
-            "eval_every": 50,
+            "eval_every": 20,
             "eval_examples": 100,
-            "checkpoint_every": 75,
+            "checkpoint_every": 40,
         },
     ),
 )
