@@ -193,3 +193,13 @@ def test_preference_accuracy_is_zero_at_the_reference_and_reports_the_margin():
 def test_reward_margins_shape_check():
     with pytest.raises(AssertionError):
         reward_margins(torch.zeros(3, 2), torch.zeros(2, 2), 0.1)
+
+
+def test_joint_keeps_pairs_together():
+    from lifelong.methods.joint import repeated
+
+    stream, _ = encoded(preference_task())
+    data = stream.tasks[0].train  # 5 pairs
+    more = repeated(data, 7)
+    assert more.pairs and len(more) == 7 and more.ids.shape[0] == 14
+    assert torch.equal(more.batch(torch.tensor([5])).input_ids, data.batch(torch.tensor([0])).input_ids)
