@@ -203,3 +203,10 @@ def test_joint_keeps_pairs_together():
     more = repeated(data, 7)
     assert more.pairs and len(more) == 7 and more.ids.shape[0] == 14
     assert torch.equal(more.batch(torch.tensor([5])).input_ids, data.batch(torch.tensor([0])).input_ids)
+
+
+def test_preference_fields_can_be_renamed():
+    rows = [{"q": "a", "good": "b", "bad": "c"}] * 3
+    source = {"examples": rows, "prompt_field": "q", "chosen_field": "good", "rejected_field": "bad"}
+    task = build_task(TaskSpec(name="r", kind="preference", train=source), seed=0)
+    assert (task.train[0].prompt, task.train[0].target, task.train[0].rejected) == ("a", "b", "c")
