@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from lifelong.data.spec import DataSource, RowFormat, StreamConfig, TaskSpec, _Strict  # noqa: F401  (re-exported)
+from lifelong.data.task import DPO_BETA
 from lifelong.errors import UserError, read_text
 from lifelong.methods.registry import MethodConfig, check_compatible, method_entry
 
@@ -99,6 +100,7 @@ RESUMABLE_FIELDS = {
 # Fields added after runs were written: left out of the hash at these values, so that an older run's
 # config keeps its hash (and its checkpoints resume).
 ADDED_FIELDS = {"stream.keep": None}
+SOURCE_FIELDS_ADDED = {"messages_field": "messages", "chosen_field": "chosen", "rejected_field": "rejected"}
 
 
 class RunConfig(_Strict):
@@ -175,9 +177,13 @@ def drop_unset_row_format(stream: dict[str, Any]) -> None:
         for key in RowFormat.model_fields:
             if node.get(key) is None:
                 node.pop(key, None)
+        if node.get("beta") == DPO_BETA:  # preference tasks' beta, at its default
+            node.pop("beta")
         for split in ("train", "eval"):
-            if isinstance(node.get(split), dict) and node[split].get("messages_field") == "messages":
-                node[split].pop("messages_field")
+            source = node.get(split)
+            for key, default in SOURCE_FIELDS_ADDED.items():
+                if isinstance(source, dict) and source.get(key) == default:
+                    source.pop(key)
 
 
 def _one_line(err: ValidationError, source: str) -> str:

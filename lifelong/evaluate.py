@@ -12,7 +12,13 @@ Scores are "higher is better" everywhere:
   its KV cache shared by the labels: see docs/metrics.md for its cost);
 - loss: minus the mean next-token loss (nats per token) on the held-out text;
 - chrf, bleu, entity_f1: greedy generation (KV cache, up to twice the longest target), decoded and
-  scored against the decoded targets (lifelong/scoring.py); a chrF task also reports BLEU.
+  scored against the decoded targets (lifelong/scoring.py); a chrF task also reports BLEU;
+- preference_accuracy: the fraction of held-out pairs whose implicit reward margin
+  beta * ((pi_c - ref_c) - (pi_r - ref_r)) is > 0 (lifelong/preference.py), next to the mean margin
+  (`reward_margin`). The reference is fixed: the initial model, before any training of the stream
+  (its log-probs are computed once, `EncodedSet.reference`), so every row of the matrix is measured
+  against the same baseline and a fall down a column is forgetting, not a moved reference. The initial
+  model itself scores 0 (every margin is 0).
 Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards. The
 first examples' answers can be collected next to their targets (`predictions`), from the same
 generations that are scored.
@@ -31,11 +37,12 @@ from transformers import DynamicCache
 from lifelong.data.batching import EncodedStream, EncodedTask, pad_rows
 from lifelong.errors import UserError
 from lifelong.losses import next_token_loss
+from lifelong.preference import reference_logprobs, reward_margins
 from lifelong.sampling import cache_keyword, generate
 from lifelong.scoring import TEXT_METRICS
 
 # Scores computed from the same generations as a task's metric and reported next to it.
-ALSO_REPORTED = {"chrf": ("bleu",)}
+ALSO_REPORTED = {"chrf": ("bleu",), "preference_accuracy": ("reward_margin",)}
 # Characters dropped from the end of an answer and of its target before they are compared.
 TRAILING_PUNCTUATION = ".,;:!?"
 # Tokens generated past the longest target (at least), so an answer can be followed by its stop token
@@ -104,6 +111,11 @@ def evaluate_task(
 ) -> Scored:
     """One task's score (and its first answers), on its first `max_examples` eval examples."""
     n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
+    if task.metric == "preference_accuracy":
+        scores = preference_scores(model, task, batch_size, n)
+        if details is not None:
+            details[task.name] = scores
+        return Scored(scores[task.metric])
     prompts, targets = task.eval.prompts(n), task.eval.targets(n)
     if task.metric in TEXT_METRICS:
         scores, answers = text_scores(model, prompts, targets, stream, batch_size, task.metric)
@@ -119,6 +131,29 @@ def evaluate_task(
     rows = [p + t for p, t in zip(prompts, targets, strict=True)]
     logprob, count = sequence_logprobs(model, rows, [task.eval.prefix_len] * n, stream.pad_id, batch_size)
     return Scored(float(logprob.sum() / count.sum()))
+
+
+def set_eval_references(
+    model: torch.nn.Module, stream: EncodedStream, batch_size: int, max_examples: int | None
+) -> None:
+    """Fill every preference task's `eval.reference` with `model`'s log-probs (the initial model's),
+    computed exactly as `preference_scores` computes the policy's, so the initial margins are 0."""
+    for task in stream.tasks:
+        if task.eval.pairs:
+            task.eval.reference = reference_logprobs(model, task.eval, max(1, batch_size // 2), max_examples)
+
+
+def preference_scores(model, task: EncodedTask, batch_size: int, n: int) -> dict[str, float]:
+    """Preference accuracy and mean implicit reward margin of the first `n` held-out pairs, against
+    the initial model's log-probs (`task.eval.reference`)."""
+    reference = task.eval.reference
+    assert reference is not None and len(reference) >= n, "the eval pairs' reference log-probs are not set"
+    policy = reference_logprobs(model, task.eval, max(1, batch_size // 2), n)  # (n, 2)
+    margins = reward_margins(policy, reference[:n], task.beta)  # (n,)
+    return {
+        "preference_accuracy": float((margins > 0).float().mean()),
+        "reward_margin": float(margins.mean()),
+    }
 
 
 def normalise(text: str) -> str:

@@ -252,9 +252,12 @@ class RunDir:
             atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
     # --------------------------------------------------------- checkpoints
-    def save_checkpoint(self, tag: str, model, optimizer, methods, progress: Progress, rng: dict) -> None:
+    def save_checkpoint(
+        self, tag: str, model, optimizer, methods, progress: Progress, rng: dict, references=None
+    ) -> None:
         """Write the checkpoint `tag` whole, or remove what was written and raise one UserError line
-        (e.g. on a full disk); the previous checkpoint stays the one a resume starts from."""
+        (e.g. on a full disk); the previous checkpoint stays the one a resume starts from.
+        `references` (lifelong.preference.References): DPO reference log-probs, if the run has any."""
         tmp = None
         try:
             tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=".ckpt-"))
@@ -263,6 +266,8 @@ class RunDir:
                 save_tensors_and_scalars(tmp / "optimizer", flatten_optimizer(optimizer.state_dict()))
             for i, method in enumerate(methods):
                 save_tensors_and_scalars(tmp / f"method-{i}", method.state_dict())
+            if references is not None and (reference_state := references.state_dict()):
+                save_tensors_and_scalars(tmp / "preference", reference_state)
             save_file(rng, str(tmp / "rng.safetensors"))
             write_json(tmp / "progress.json", asdict(progress))
         except BaseException as err:
@@ -315,14 +320,16 @@ class RunDir:
         found = self.checkpoints()
         return found[0] if found else None
 
-    def load_checkpoint(self, path: Path, model, methods) -> tuple[Progress, dict | None, dict]:
+    def load_checkpoint(
+        self, path: Path, model, methods, references=None
+    ) -> tuple[Progress, dict | None, dict]:
         """Restore the model's weights and the methods' states; return progress, optimizer state, rng.
         If `path` cannot be read, the newest older checkpoint that can is loaded, with a warning."""
         candidates = [path, *(p for p in self.checkpoints() if p != path)]
         errors: list[UserError] = []
         for ckpt in candidates:
             try:
-                loaded = read_checkpoint(ckpt, model, methods)
+                loaded = read_checkpoint(ckpt, model, methods, references)
             except UserError as err:
                 errors.append(err)
                 continue
@@ -332,12 +339,14 @@ class RunDir:
         raise UserError(f"{errors[0]}; no older checkpoint can be read (start a new run)")
 
 
-def read_checkpoint(path: Path, model, methods) -> tuple[Progress, dict | None, dict]:
+def read_checkpoint(path: Path, model, methods, references=None) -> tuple[Progress, dict | None, dict]:
     weights = path / "model.safetensors"
     with reading(weights, "checkpoint file"):
         load_model(model, str(weights))
     for i, method in enumerate(methods):
         method.load_state_dict(load_tensors_and_scalars(path / f"method-{i}"), model)
+    if references is not None and (path / "preference.safetensors").exists():
+        references.load_state_dict(load_tensors_and_scalars(path / "preference"))
     optimizer = None
     if (path / "optimizer.json").exists():
         optimizer = unflatten_optimizer(load_tensors_and_scalars(path / "optimizer"))

@@ -24,7 +24,7 @@ from lifelong.config import RunConfig, parse_config
 from lifelong.data import build_stream
 from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
 from lifelong.errors import DivergenceError, UserError
-from lifelong.evaluate import evaluate_stream
+from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
     check_trackers,
     flat_config,
@@ -37,10 +37,14 @@ from lifelong.loop import (
 from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method, call_order, method_entry, route_methods
 from lifelong.models import load_for_run
+from lifelong.preference import References, dpo_terms, reference_logprobs
 from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
 from lifelong.report import write_results
 from lifelong.rundir import Progress, RunDir, check_resumable, read_json, saved_config_data, warn
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
+
+# What a step logs next to its loss terms without the `loss_` prefix (a preference task's DPO margins).
+STEP_STATS = ("reward_margin", "reward_accuracy")
 
 
 class Interrupted(Exception):
@@ -94,8 +98,13 @@ class Trainer:
         self.data: EncodedStream = encode_stream(stream, self.tokenizer, max_length)
         for note in self.data.notes:  # rows clipped or skipped to fit: never a silent loss
             warn(note)
+        model = model.to(self.device)
+        # DPO's references: the eval pairs' under the initial model (restored on resume), the training
+        # pairs' under the model at each task's start (`train_task`)
+        set_eval_references(model, self.data, cfg.train.eval_batch_size, cfg.train.eval_examples)
+        self.references = References(self.data)
         # the initial model, before any method adds weights: the baseline b of forward transfer
-        self.initial = None if resume and run_dir.latest_checkpoint() else self.score(model.to(self.device))
+        self.initial = None if resume and run_dir.latest_checkpoint() else self.score(model)
         self.methods = [build_method(m) for m in cfg.methods]  # in config order (checkpoints' keys)
         self.labels = method_labels([m.name for m in cfg.methods])  # each method's loss terms' prefix
         # the order of every hook call: architecture methods first (registry.call_order)
@@ -132,7 +141,9 @@ class Trainer:
         if ckpt is None:  # stopped before the first checkpoint: start over
             self.run_dir.truncate_logs(-1)
             return
-        self.progress, opt_state, rng = self.run_dir.load_checkpoint(ckpt, self.raw, self.methods)
+        self.progress, opt_state, rng = self.run_dir.load_checkpoint(
+            ckpt, self.raw, self.methods, self.references
+        )
         if opt_state is not None:
             self.optimizer = self.new_optimizer()
             self.optimizer.load_state_dict(opt_state)
@@ -171,6 +182,9 @@ class Trainer:
             self.progress.trainable_params = max(
                 self.progress.trainable_params, sum(p.numel() for p in trainable)
             )
+            if examples.pairs:  # DPO's reference: the model at the task's start, once per pair
+                self.references.train = reference_logprobs(self.raw, examples, cfg.eval_batch_size // 2 or 1)
+        examples.reference = self.references.train if examples.pairs else None
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         bar_task = bar.add_task(
             f"task {t + 1}/{len(self.data)} {self.task_names[t]}",
@@ -184,9 +198,11 @@ class Trainer:
             total = cfg.steps_per_task if cfg.rewarm else cfg.steps_per_task * len(self.data)
             at = step if cfg.rewarm else self.global_step()
             set_lr(self.optimizer, cfg.lr * lr_factor(at, total, cfg))
-            batch = examples.batch(schedule.rows(step)[rank::world], cfg.loss_on)
+            rows = schedule.rows(step)[rank::world]
+            batch = examples.batch(rows, cfg.loss_on)
             extras = [m.replay_batch(t, step, self.raw) for m in self.hooked]
-            terms = self.step(batch, extras)
+            reference = examples.reference[rows] if examples.pairs else None
+            terms = self.step(batch, extras, reference, self.data.tasks[t].beta)
             self.progress.step = step + 1
             elapsed = time.perf_counter() - start
             self.progress.train_seconds += elapsed
@@ -208,8 +224,16 @@ class Trainer:
         self.checkpoint(f"after-task-{t + 1:03d}")
         bar.remove_task(bar_task)
 
-    def step(self, batch: Batch, extras: list[Batch | None]) -> dict[str, float]:
-        """One optimizer step on the task batch plus the methods' replay rows.
+    def step(
+        self,
+        batch: Batch,
+        extras: list[Batch | None],
+        reference: torch.Tensor | None = None,
+        beta: float = 0.0,
+    ) -> dict[str, float]:
+        """One optimizer step on the task batch plus the methods' replay rows. The task's objective is
+        its next-token loss, or with a `reference` (B, 2) (a preference task's pairs) the DPO loss at
+        `beta` (lifelong/preference.py), logged with its reward margins.
 
         Rows of different widths (e.g. long replayed samples next to short new rows) get a forward
         pass each rather than being padded to one width. Under DistributedDataParallel it is always
@@ -229,7 +253,9 @@ class Trainer:
                 views[i] = Forward(full.select(rows), logits[rows], token_loss[rows], mask[rows])
                 offset += len(parts[i])
         task_view, replay_views = views[0], iter(views[1:])
-        terms = {"task": task_view.mean_loss()}
+        terms, stats = {"task": task_view.mean_loss()}, {}
+        if reference is not None:
+            terms, stats = dpo_terms(task_view.token_loss, reference, beta)
         for i, method, extra in zip(self.order, self.hooked, extras, strict=True):
             own = method.loss_terms(self.raw, task_view, next(replay_views) if extra is not None else None)
             terms |= {f"{self.labels[i]}.{name}": value for name, value in own.items()}  # unique keys
@@ -237,7 +263,7 @@ class Trainer:
         if not torch.isfinite(loss):
             raise DivergenceError(self.divergence_message(loss.item()))
         optimizer_step(self.accelerator, loss, self.optimizer, self.model, self.cfg.train.grad_clip)
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **stats}
 
     def divergence_message(self, loss: float) -> str:
         where = f"task {self.progress.task + 1} step {self.progress.step + 1}"
@@ -302,7 +328,7 @@ class Trainer:
             "task": t,
             "step": step + 1,
             "lr": self.optimizer.param_groups[0]["lr"],
-            **{name if name == "loss" else f"loss_{name}": value for name, value in terms.items()},
+            **{name if name in ("loss", *STEP_STATS) else f"loss_{name}": v for name, v in terms.items()},
             "tokens_per_s": tokens / max(elapsed, 1e-9),
         }
         if self.accelerator.is_main_process:
@@ -315,7 +341,7 @@ class Trainer:
     def checkpoint(self, tag: str) -> None:
         if self.accelerator.is_main_process:
             self.run_dir.save_checkpoint(
-                tag, self.raw, self.optimizer, self.methods, self.progress, rng_state()
+                tag, self.raw, self.optimizer, self.methods, self.progress, rng_state(), self.references
             )
             self.run_dir.prune_checkpoints(self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()

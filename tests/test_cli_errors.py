@@ -95,6 +95,18 @@ def test_sequence_longer_than_context_is_clipped_with_a_warning(tmp_path, write_
     assert "warning: task 'qa': 2 train rows clipped to fit the limit of 16 tokens (overlong: clip)" in err
 
 
+@pytest.mark.parametrize("missing", ["rejected", "chosen"])
+def test_preference_row_missing_an_answer(tmp_path, write_config, monkeypatch, capsys, missing):
+    rows = [{"prompt": "a", "chosen": "b", "rejected": "c"} for _ in range(3)]
+    del rows[2][missing]
+    task = {"name": "prefs", "kind": "preference", "train": {"file": str(tmp_path / "prefs.jsonl")}}
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = small_config_dict(tmp_path, stream={"tasks": [task]})
+    code, err = run_cli(["run", str(write_config(data))], monkeypatch, capsys)
+    assert_one_line_error(code, err, "task 'prefs' train row 2", f"no field {missing!r}")
+    assert not list((tmp_path / "runs").glob("*"))
+
+
 def test_bad_value(tmp_path, write_config, monkeypatch, capsys):
     data = small_config_dict(tmp_path, train={"batch_size": -3})
     code, err = run_cli(["run", str(write_config(data))], monkeypatch, capsys)

@@ -219,7 +219,7 @@ def test_messages_rows_the_last_assistant_turn_is_the_target(tmp_path):
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     examples = load_examples(DataSource(file=str(path)), "prompt_target", "t")
-    assert examples == [Example("sky", "blue"), Example("grass", "green", (("system", "Be brief."),))]
+    assert examples == [Example("sky", "blue"), Example("grass", "green", context=(("system", "Be brief."),))]
     tok = chat_tokenizer(["<c>"])
     enc = encode_task(chat_task(examples, task_token=False, template=None), tok, 128)
     second = tok.decode(rows_of(enc.train)[1])

@@ -106,7 +106,7 @@ def build_task(spec: TaskSpec, seed: int, stream: StreamConfig | None = None) ->
         if not rows:
             raise UserError(f"task {spec.name!r} has no {split} examples")
     fmt = task_format(spec.kind, [spec] if stream is None else [spec, stream])
-    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token, format=fmt)
+    return Task(spec.name, spec.kind, train, eval_, spec.metric, spec.token, format=fmt, beta=spec.beta)
 
 
 def task_format(kind: str, layers: list[RowFormat], base: PromptFormat | None = None) -> PromptFormat:

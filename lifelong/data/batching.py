@@ -6,6 +6,10 @@ task the chat template's start (lifelong/data/render.py writes prompt-target row
 length clipping). The stop token is eos, or the chat template's end of turn. Text tasks are cut into
 windows of the row limit, each with the prefix. Rows are stored right-padded in one tensor per split
 so that a batch is an index operation.
+
+A preference example gives two rows sharing the prompt, `prefix + prompt + chosen + [stop]` and
+`prefix + prompt + rejected + [stop]`, stored next to each other (rows 2i and 2i+1); a batch of B pairs
+is 2B rows, the B chosen rows first, and its loss mask is on the answer tokens (the stop included).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Literal
 import torch
 
 from lifelong.data.render import Rows, RowWriter, common_prefix
-from lifelong.data.task import Example, Stream, Task
+from lifelong.data.task import DPO_BETA, Example, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
@@ -98,17 +102,29 @@ def concat(batches: list[Batch], pad_id: int) -> Batch:
 
 @dataclass
 class EncodedSet:
-    """One split of one task, tokenized: row i is `ids[i, :lengths[i]]`."""
+    """One split of one task, tokenized: row i is `ids[i, :lengths[i]]`. With `pairs`, rows 2i and
+    2i+1 are example i's chosen and rejected rows, and the set's length, its batches' indices and
+    `prompts`/`targets` count examples (pairs), not rows."""
 
     ids: torch.Tensor  # (N, L) long, right-padded with pad_id
     lengths: torch.Tensor  # (N,) long
     target_start: torch.Tensor  # (N,) long: index of the first target token (prefix end for text)
     prefix_len: int
+    pairs: bool = False
+    # With `pairs`: each pair's summed answer log-probs (chosen, rejected) under the DPO reference,
+    # (N/2, 2) float; the trainer fills it (train: the model at the task's start; eval: the initial model).
+    reference: torch.Tensor | None = None
 
     def __len__(self) -> int:
-        return self.ids.shape[0]
+        return self.ids.shape[0] // 2 if self.pairs else self.ids.shape[0]
+
+    def pair_rows(self, units: torch.Tensor) -> torch.Tensor:
+        """The rows of examples `units`: all their chosen rows, then all their rejected rows, (2B,)."""
+        return torch.cat([2 * units, 2 * units + 1]) if self.pairs else units
 
     def batch(self, rows: torch.Tensor, loss_on: LossOn = "sequence") -> Batch:
+        if self.pairs:  # rows are examples: (B,) -> (2B,) rows, scored on the answers
+            rows, loss_on = self.pair_rows(rows), "target"
         lengths = self.lengths[rows]
         width = int(lengths.max())
         ids = self.ids[rows, :width]
@@ -118,24 +134,42 @@ class EncodedSet:
         loss_mask = attention & (pos >= start.unsqueeze(1))
         return Batch(ids, attention.long(), loss_mask)
 
+    def _first(self, limit: int | None) -> list[int]:
+        """The rows of the first `limit` examples (all if None): with `pairs`, their chosen rows."""
+        n = len(self) if limit is None else min(limit, len(self))
+        return [2 * i for i in range(n)] if self.pairs else list(range(n))
+
     def prompts(self, limit: int | None = None) -> list[list[int]]:
-        """Prompt tokens (prefix included) of the first `limit` rows (all if None)."""
-        rows = range(len(self) if limit is None else min(limit, len(self)))
-        return [self.ids[i, : self.target_start[i]].tolist() for i in rows]
+        """Prompt tokens (prefix included) of the first `limit` examples (all if None)."""
+        return [self.ids[i, : self.target_start[i]].tolist() for i in self._first(limit)]
 
     def targets(self, limit: int | None = None) -> list[list[int]]:
-        """Target tokens including the final eos, of the first `limit` rows (all if None)."""
-        rows = range(len(self) if limit is None else min(limit, len(self)))
-        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in rows]
+        """Target tokens including the final eos (the chosen answer of a pair), of the first `limit`
+        examples (all if None)."""
+        return [self.ids[i, self.target_start[i] : self.lengths[i]].tolist() for i in self._first(limit)]
+
+    def rows(self, rows: list[int]) -> list[list[int]]:
+        """Rows `rows` (row indices, not examples) as lists of token ids."""
+        return [self.ids[i, : self.lengths[i]].tolist() for i in rows]
+
+    def chosen(self) -> EncodedSet:
+        """A paired set's chosen rows as a plain set (what NTP on chosen answers trains on)."""
+        if not self.pairs:
+            return self
+        keep = torch.arange(0, self.ids.shape[0], 2)
+        return EncodedSet(self.ids[keep], self.lengths[keep], self.target_start[keep], self.prefix_len)
 
 
 def cat_sets(sets: list[EncodedSet], pad_id: int) -> EncodedSet:
+    if len({s.pairs for s in sets}) > 1:
+        raise UserError("preference tasks cannot be trained together with tasks of another kind")
     width = max(s.ids.shape[1] for s in sets)
     return EncodedSet(
         torch.cat([pad_width(s.ids, width, pad_id) for s in sets]),
         torch.cat([s.lengths for s in sets]),
         torch.cat([s.target_start for s in sets]),
         sets[0].prefix_len,
+        sets[0].pairs,
     )
 
 
@@ -150,6 +184,7 @@ class EncodedTask:
     choices: list[list[int]]  # token ids of each label (accuracy metric), the stop token included
     stop_id: int | None = None  # the token that ends every row (eos, or a chat template's end of turn)
     note: str = ""  # rows clipped or skipped to fit the limit, said once in the run's log
+    beta: float = DPO_BETA  # preference tasks: DPO's beta
 
 
 @dataclass
@@ -216,6 +251,8 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
     writer = RowWriter(task, tokenizer, limit)
     if task.kind == "text":
         rows = {s: _text_rows(task, s, tokenizer, writer.lead, limit) for s in ("train", "eval")}
+    elif task.kind == "preference":
+        rows = {s: _preference_rows(writer, getattr(task, s), s) for s in ("train", "eval")}
     else:
         rows = {s: writer.encode(getattr(task, s), s) for s in ("train", "eval")}
     for split, r in rows.items():
@@ -224,6 +261,7 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
     every = [*rows["train"].rows, *rows["eval"].rows]
     prefix = common_prefix(every, min([*rows["train"].fixed, *rows["eval"].fixed]))
     train, eval_ = (_pack(rows[s].rows, rows[s].starts, len(prefix), tokenizer.pad_token_id) for s in rows)
+    train.pairs = eval_.pairs = task.kind == "preference"
     choices: list[list[int]] = []
     if task.metric == "accuracy":
         choices = [writer.render(Example("", c), "")[2] for c in task.choices()]
@@ -238,6 +276,7 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         choices,
         writer.stop_id,
         _note(task, rows, limit, writer.note),
+        task.beta,
     )
 
 
@@ -262,6 +301,27 @@ def encode_kept(task: Task, tokenizer, max_length: int) -> EncodedTask:
     encoded = encode_task(dataclasses.replace(task, train=task.eval, format=untokened), tokenizer, max_length)
     encoded.train = _pack([], [], encoded.eval.prefix_len, tokenizer.pad_token_id)
     return encoded
+
+
+def _preference_rows(writer: RowWriter, examples: list[Example], split: str) -> Rows:
+    """Two rows per example, chosen then rejected, sharing the prompt; the loss reads the answers. A
+    pair is clipped like any row, never skipped alone (that would pair rows of different examples)."""
+    chosen = writer.encode([dataclasses.replace(ex, rejected="") for ex in examples], f"{split} chosen")
+    rejected = writer.encode(
+        [dataclasses.replace(ex, target=ex.rejected, rejected="") for ex in examples], f"{split} rejected"
+    )
+    if chosen.skipped or rejected.skipped:
+        raise UserError(
+            f"task {writer.task.name!r}: a {split} preference pair does not fit the limit of {writer.limit} "
+            "tokens even clipped, and a pair cannot be skipped (use a larger max_tokens)"
+        )
+    out = Rows(clipped=chosen.clipped + rejected.clipped)
+    for i in range(len(chosen.rows)):
+        for rows in (chosen, rejected):
+            out.rows.append(rows.rows[i])
+            out.starts.append(rows.starts[i])
+            out.fixed.append(rows.fixed[i])
+    return out
 
 
 def _text_rows(task: Task, split: str, tokenizer, prefix: list[int], limit: int) -> Rows:

@@ -25,15 +25,16 @@ def load_examples(source: DataSource, kind: str, what: str) -> list[Example]:
 
 
 def to_example(row: dict[str, Any], source: DataSource, kind: str, what: str) -> Example:
-    if kind != "text" and source.messages_field in row and source.prompt_field not in row:
+    if kind == "prompt_target" and source.messages_field in row and source.prompt_field not in row:
         return chat_example(row[source.messages_field], f"{what} {source.messages_field!r}")
-    fields = [source.text_field] if kind == "text" else [source.prompt_field, source.target_field]
-    missing = [f for f in fields if f not in row]
+    fields = {
+        "text": [source.text_field],
+        "preference": [source.prompt_field, source.chosen_field, source.rejected_field],
+    }.get(kind, [source.prompt_field, source.target_field])
+    missing = [f for f in fields if f not in row or (kind == "preference" and row[f] is None)]
     if missing:
         raise UserError(f"{what}: no field {missing[0]!r} (fields: {', '.join(map(str, row))})")
-    if kind == "text":
-        return Example(str(row[source.text_field]))
-    return Example(str(row[source.prompt_field]), str(row[source.target_field]))
+    return Example(*(str(row[f]) for f in fields))
 
 
 def chat_example(messages: Any, what: str) -> Example:
@@ -48,7 +49,7 @@ def chat_example(messages: Any, what: str) -> Example:
     if len(messages) < 2 or roles[-1] != "assistant" or roles[-2] != "user":
         raise UserError(f"{what}: must end with a user message and the assistant's answer (roles: {roles})")
     context = tuple((m["role"], m["content"]) for m in messages[:-2])
-    return Example(messages[-2]["content"], messages[-1]["content"], context)
+    return Example(messages[-2]["content"], messages[-1]["content"], context=context)
 
 
 def read_file(path: Path, what: str, columns: list[str] | None = None) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lifelong.data.task import MetricName, PromptFormat, Template
+from lifelong.data.task import DPO_BETA, MetricName, PromptFormat, Template
 
 PLAIN_ANSWER_CUE = "\nAnswer:"  # the default cue of a plain-text template: the answer starts after it
 
@@ -32,6 +32,8 @@ class DataSource(_Strict):
     target_field: str = "target"
     text_field: str = "text"
     messages_field: str = "messages"  # chat rows: [{role, content}, ...], the last assistant turn the target
+    chosen_field: str = "chosen"  # preference tasks: the preferred answer
+    rejected_field: str = "rejected"  # preference tasks: the dispreferred answer
     limit: int | None = Field(default=None, ge=1)  # keep the first `limit` rows
 
     @model_validator(mode="after")
@@ -97,23 +99,28 @@ def prompt_format(layers: list[RowFormat], base: PromptFormat | None = None) -> 
 
 class TaskSpec(RowFormat):
     name: str
-    kind: Literal["text", "prompt_target"] = "prompt_target"
+    kind: Literal["text", "prompt_target", "preference"] = "prompt_target"
     metric: MetricName | None = None  # default by kind
     token: str | None = None  # the token that starts every sequence; default "<name>"
     train: DataSource
     eval: DataSource | None = None
     eval_fraction: float = Field(default=0.1, gt=0, lt=1)  # held out from train if `eval` is absent
+    beta: float = Field(default=DPO_BETA, gt=0)  # preference tasks: DPO's beta
 
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
         if self.metric is None:
-            self.metric = "loss" if self.kind == "text" else "exact_match"
+            self.metric = {"text": "loss", "preference": "preference_accuracy"}.get(self.kind, "exact_match")
         if self.token is None:
             self.token = f"<{self.name}>"
         if self.kind == "text" and self.metric != "loss":
             raise ValueError(f"task {self.name!r}: text tasks are scored by 'loss'")
         if self.kind == "text" and (self.template or self.format or self.system is not None):
             raise ValueError(f"task {self.name!r}: a text task takes no template, format or system message")
+        if (self.kind == "preference") != (self.metric == "preference_accuracy"):
+            raise ValueError(
+                f"task {self.name!r}: preference tasks, and only they, are scored by 'preference_accuracy'"
+            )
         return self
 
 

@@ -6,19 +6,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TaskKind = Literal["text", "prompt_target"]
-MetricName = Literal["exact_match", "exact_match_strict", "accuracy", "loss", "chrf", "bleu", "entity_f1"]
+TaskKind = Literal["text", "prompt_target", "preference"]
+MetricName = Literal[
+    "exact_match",
+    "exact_match_strict",
+    "accuracy",
+    "loss",
+    "chrf",
+    "bleu",
+    "entity_f1",
+    "preference_accuracy",
+]
 Overlong = Literal["clip", "skip", "error"]
 Turn = tuple[str, str]  # (role, content) of a chat message
+DPO_BETA = 0.1  # DPO's beta (Rafailov et al. 2023): how far from the reference the policy may move
 
 
 @dataclass(frozen=True)
 class Example:
-    """One example. Text tasks use `prompt` for the text and leave `target` empty. `context` holds the
-    chat turns before the final user turn (`prompt`) of a row given as `messages`."""
+    """One example. Text tasks use `prompt` for the text and leave `target` empty; preference tasks
+    hold the chosen answer in `target` and the rejected one in `rejected`. `context` holds the chat
+    turns before the final user turn (`prompt`) of a row given as `messages`."""
 
     prompt: str
     target: str = ""
+    rejected: str = ""
     context: tuple[Turn, ...] = ()
 
 
@@ -57,7 +69,8 @@ class Task:
 
     kind "text" trains on raw text (next-token loss) and is scored by held-out loss; kind
     "prompt_target" trains on prompt -> target and is scored by exact match of the greedy
-    generation or by accuracy over the task's label set. Every sequence starts with `token`.
+    generation or by accuracy over the task's label set; kind "preference" trains with DPO on
+    (prompt, chosen, rejected) and is scored by preference accuracy. Every sequence starts with `token`.
     """
 
     name: str
@@ -68,6 +81,7 @@ class Task:
     token: str
     description: str = ""
     format: PromptFormat = field(default_factory=PromptFormat)
+    beta: float = DPO_BETA  # preference tasks: DPO's beta, in training and in the scored margin
 
     def choices(self) -> list[str]:
         """The label set for the accuracy metric: every distinct target, in first-seen order."""

@@ -33,9 +33,12 @@ class Joint(Method):
 
 
 def repeated(rows: EncodedSet, n: int) -> EncodedSet:
-    """The rows repeated in order to `n` rows (cut in the last round)."""
+    """The examples repeated in order to `n` examples (cut in the last round); a pair's two rows stay
+    together."""
     idx = torch.arange(n) % len(rows)  # (n,)
-    return EncodedSet(rows.ids[idx], rows.lengths[idx], rows.target_start[idx], rows.prefix_len)
+    if rows.pairs:
+        idx = torch.stack([2 * idx, 2 * idx + 1], dim=1).flatten()  # (2n,): chosen, rejected, ...
+    return EncodedSet(rows.ids[idx], rows.lengths[idx], rows.target_start[idx], rows.prefix_len, rows.pairs)
 
 
 register("joint", JointConfig, Joint)

@@ -1,5 +1,6 @@
 """Experience replay: a buffer of real examples from earlier tasks (an equal share per task by default),
-mixed into every step.
+mixed into every step. Preference tasks' pairs are kept in a buffer of their own with their reference
+log-probs and replayed with the DPO loss they were trained with (docs/methods.md says why).
 
 Also home to the pieces self-replay shares: the buffer, the frozen teacher and the replay
 losses (`ntp`: next-token loss on the replay rows; `kl`: KL(teacher || model) over their positions).
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from lifelong.data.batching import Batch, EncodedSet, pad_rows
+from lifelong.data.batching import Batch, EncodedSet, concat, pad_rows
 from lifelong.methods.base import (
     Forward,
     Method,
@@ -24,6 +25,7 @@ from lifelong.methods.base import (
     per_task_rows,
     register,
 )
+from lifelong.preference import dpo_loss, pair_logprobs
 from lifelong.seeding import generator
 
 
@@ -47,8 +49,9 @@ class ReplayBuffer:
         return len(self.rows)
 
     def add(self, data: EncodedSet, task: int) -> None:
-        """Offer the rows of task `task` (tasks are offered in stream order, each once)."""
-        self._packed = None
+        """Offer the rows of task `task` (tasks are offered in stream order, each once); of a preference
+        task, its chosen rows (next-token loss on the chosen answers)."""
+        self._packed, data = None, data.chosen()
         if self.balanced:
             self._add_balanced(data, task)
             return
@@ -119,6 +122,77 @@ class ReplayBuffer:
             self.tasks = [int(t) for t in state[f"{prefix}tasks"]]
 
 
+class PairBuffer:
+    """At most `capacity` preference pairs of earlier tasks, an equal share per task (`balanced_quotas`),
+    each with the reference log-probs it was trained against (the model at its task's start)."""
+
+    def __init__(self, capacity: int, gen: torch.Generator):
+        self.capacity, self.gen = capacity, gen
+        self.rows: list[torch.Tensor] = []  # 1-D token ids, two per pair: chosen, rejected
+        self.starts: list[int] = []  # answer start of each row
+        self.tasks: list[int] = []  # the task of each pair
+        self.refs: list[torch.Tensor] = []  # (2,) reference log-probs of each pair
+        self._packed: EncodedSet | None = None
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def add(self, data: EncodedSet, task: int) -> None:
+        """Keep a uniform sample of task `task`'s pairs (`data.reference` set) within its quota."""
+        assert data.pairs and data.reference is not None, "a pair buffer takes pairs with their reference"
+        quota, keep = balanced_quotas(self.capacity, task + 1), []
+        for t in range(task):  # shrink every earlier share to its new quota, uniformly
+            pairs = [i for i, owner in enumerate(self.tasks) if owner == t]
+            keep += [
+                pairs[int(j)]
+                for j in torch.randperm(len(pairs), generator=self.gen)[: quota[t]].sort().values
+            ]
+        self.rows = [r for i in keep for r in self.rows[2 * i : 2 * i + 2]]
+        self.starts = [s for i in keep for s in self.starts[2 * i : 2 * i + 2]]
+        self.tasks, self.refs = [self.tasks[i] for i in keep], [self.refs[i] for i in keep]
+        for i in torch.randperm(len(data), generator=self.gen)[: quota[task]].sort().values.tolist():
+            for r in (2 * i, 2 * i + 1):
+                self.rows.append(data.ids[r, : data.lengths[r]].clone())
+                self.starts.append(int(data.target_start[r]))
+            self.tasks.append(task)
+            self.refs.append(data.reference[i].clone())
+        self._packed = None
+
+    def sample(self, n: int, prefix_len: int, pad_id: int) -> tuple[Batch, torch.Tensor, list[int]]:
+        """`n` pairs drawn uniformly: their 2n rows (chosen rows first), reference (n, 2), tasks."""
+        picks = torch.randint(len(self), (n,), generator=self.gen)
+        if self._packed is None:
+            ids, _ = pad_rows(self.rows, pad_id)  # (2P, W)
+            lengths = torch.tensor([len(r) for r in self.rows], dtype=torch.long)
+            starts = torch.tensor(self.starts, dtype=torch.long)
+            self._packed = EncodedSet(ids, lengths, starts, prefix_len, pairs=True)
+        refs = torch.stack(self.refs)[picks]  # (n, 2)
+        return self._packed.batch(picks), refs, [self.tasks[i] for i in picks.tolist()]
+
+    def state_dict(self, prefix: str) -> dict[str, Any]:
+        state: dict[str, Any] = {f"{prefix}gen": self.gen.get_state()}
+        if self.tasks:
+            ids, _ = pad_rows(self.rows, 0)
+            state |= {
+                f"{prefix}ids": ids,
+                f"{prefix}lengths": torch.tensor([len(r) for r in self.rows], dtype=torch.long),
+                f"{prefix}starts": torch.tensor(self.starts, dtype=torch.long),
+                f"{prefix}tasks": torch.tensor(self.tasks, dtype=torch.long),
+                f"{prefix}refs": torch.stack(self.refs),
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], prefix: str) -> None:
+        self.gen.set_state(state[f"{prefix}gen"])
+        self.rows, self.starts, self.tasks, self.refs, self._packed = [], [], [], [], None
+        if f"{prefix}ids" in state:
+            ids, lengths = state[f"{prefix}ids"], state[f"{prefix}lengths"]
+            self.rows = [ids[i, : lengths[i]].clone() for i in range(len(lengths))]
+            self.starts = [int(s) for s in state[f"{prefix}starts"]]
+            self.tasks = [int(t) for t in state[f"{prefix}tasks"]]
+            self.refs = list(state[f"{prefix}refs"])
+
+
 def balanced_quotas(capacity: int, n_tasks: int) -> list[int]:
     """`capacity` slots dealt out to `n_tasks` tasks in turn, earliest first: they sum to at most
     `capacity`, differ by at most one, and each task's count only shrinks as `n_tasks` grows."""
@@ -179,6 +253,11 @@ def distill_kl(
     return temperature**2 * (kl * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def rows_of(view: Forward, rows: slice) -> Forward:
+    """The part of a forward pass over rows `rows`."""
+    return Forward(view.batch.select(rows), view.logits[rows], view.token_loss[rows], view.mask[rows])
+
+
 def replay_rows(fraction: float, batch_size: int) -> int:
     """Replay rows per step: `fraction` of the task batch (0.25 = 64 replay rows next to 256 new)."""
     return max(1, round(fraction * batch_size))
@@ -209,6 +288,9 @@ class Replay(Method):
         self.cfg = cfg
         self.teacher: torch.nn.Module | None = None
         self.tasks: list[int] = []  # the task of each replay row of this step (the teacher's route)
+        self.n_plain = 0  # replay rows of this step from the row buffer; the pairs come after them
+        self.pair_refs: torch.Tensor | None = None  # (P, 2) reference log-probs of this step's pairs
+        self.pair_beta: torch.Tensor | None = None  # (P,) the DPO beta of each pair's task
 
     def setup(self, model, ctx):
         self.ctx = ctx
@@ -216,6 +298,7 @@ class Replay(Method):
             self.cfg.buffer_size, generator(ctx.seed, "replay-buffer"), self.cfg.balanced
         )
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        self.pairs = PairBuffer(self.cfg.buffer_size, generator(ctx.seed, "replay-pairs"))
         return model
 
     def before_task(self, task_index, model) -> None:
@@ -223,30 +306,53 @@ class Replay(Method):
             self.teacher = frozen_copy(model)
 
     def replay_batch(self, task_index, step, model):
-        if not len(self.buffer):
-            return None
-        stream = self.ctx.stream
-        batch, self.tasks = self.buffer.sample(
-            self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on
-        )
-        return batch
+        """`n_rows` replay rows: from the row buffer, or as pairs (half as many, two rows each) from the
+        pair buffer, or half of each when both hold examples."""
+        stream, parts = self.ctx.stream, []
+        both = len(self.buffer) and len(self.pairs)
+        self.n_plain, self.pair_refs, self.pair_beta = 0, None, None
+        if len(self.buffer):
+            self.n_plain = max(1, self.n_rows // 2) if both else self.n_rows
+            batch, self.tasks = self.buffer.sample(
+                self.n_plain, stream.prefix_len, stream.pad_id, self.ctx.loss_on
+            )
+            parts.append(batch)
+        if len(self.pairs):
+            n_pairs = max(1, self.n_rows // (4 if both else 2))
+            batch, self.pair_refs, tasks = self.pairs.sample(n_pairs, stream.prefix_len, stream.pad_id)
+            self.pair_beta = torch.tensor([stream.tasks[t].beta for t in tasks])
+            parts.append(batch)
+        return concat(parts, stream.pad_id) if parts else None
 
     def loss_terms(self, model, task, replay):
         if replay is None:
             return {}
-        t = self.cfg.kl_temperature
-        loss = replay_loss(self.cfg.loss, replay, self.teacher, t, self.tasks, self.ctx.route)
-        return {self.cfg.loss: self.cfg.coef * loss}
+        terms = {}
+        if self.n_plain:
+            t = self.cfg.kl_temperature
+            plain = rows_of(replay, slice(0, self.n_plain))
+            loss = replay_loss(self.cfg.loss, plain, self.teacher, t, self.tasks, self.ctx.route)
+            terms[self.cfg.loss] = self.cfg.coef * loss
+        if self.pair_refs is not None:
+            policy = pair_logprobs(replay.token_loss[self.n_plain :])  # (P, 2)
+            loss, _ = dpo_loss(policy, self.pair_refs, self.pair_beta.to(policy.device))
+            terms["dpo"] = self.cfg.coef * loss
+        return terms
 
     def after_task(self, task_index, model) -> None:
-        self.buffer.add(self.ctx.stream.tasks[task_index].train, task_index)
+        data = self.ctx.stream.tasks[task_index].train
+        (self.pairs if data.pairs else self.buffer).add(data, task_index)
         self.teacher = None
 
     def state_dict(self) -> dict[str, Any]:
-        return self.buffer.state_dict("buffer.") | teacher_state(self.teacher)
+        return (
+            self.buffer.state_dict("buffer.") | self.pairs.state_dict("pairs.") | teacher_state(self.teacher)
+        )
 
     def load_state_dict(self, state: dict[str, Any], model) -> None:
         self.buffer.load_state_dict(state, "buffer.")
+        if "pairs.gen" in state:
+            self.pairs.load_state_dict(state, "pairs.")
         self.teacher = load_teacher(state, model)
 
 
