@@ -8,7 +8,10 @@ runs/<name>/
   matrix.json/.csv       the accuracy matrix with the initial model's row
   summary.json           AA, AIA, FGT, BWT, FWD, times
   curves.png             every task's score over training steps
-  checkpoints/<tag>/     model.safetensors, optimizer.*, method-<i>.*, rng.safetensors, progress.json
+  samples.jsonl          what self-replay sampled at each refresh (the first rows per replayed task)
+  checkpoints/<tag>/     model.safetensors, optimizer.*, method-<i>.*, rng.safetensors, progress.json;
+                         on a pretrained base, trained.safetensors (only what can differ from the
+                         base: adapters, prompts, new rows, trained base tensors) and base.json instead
   checkpoints/latest     the tag of the newest complete checkpoint
 """
 
@@ -46,6 +49,7 @@ class Progress:
     eval_seconds: float = 0.0
     trainable_params: int = 0  # the most parameters trained at once (the peak over tasks)
     total_params: int = 0  # every parameter of the trained model, adapters included
+    trained_base: list[str] = field(default_factory=list)  # base parameters trainable at a task start
 
     def __post_init__(self) -> None:  # read back from JSON, a diverged score is the string "nan"
         self.baseline = None if self.baseline is None else [float(x) for x in self.baseline]
@@ -159,6 +163,9 @@ def resumable(dotted: str) -> bool:
     return any(dotted == f or dotted.startswith(f"{f}.") for f in RESUMABLE_FIELDS)
 
 
+BASE_FILE = "base.json"  # in a checkpoint on a pretrained base: the base's source and weights hash
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = path
@@ -243,18 +250,35 @@ class RunDir:
 
     def truncate_logs(self, global_step: int) -> None:
         """Drop log lines written after the checkpoint a resumed run starts from."""
-        for name in ("train_log.jsonl", "evals.jsonl"):
+        for name in ("train_log.jsonl", "evals.jsonl", "samples.jsonl"):
+            if name == "samples.jsonl" and not (self.path / name).exists():
+                continue  # written only by methods that sample
             kept = [r for r in self.read_log(name) if r["global_step"] <= global_step]
             atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
     # --------------------------------------------------------- checkpoints
-    def save_checkpoint(self, tag: str, model, optimizer, methods, progress: Progress, rng: dict) -> None:
+    def save_checkpoint(
+        self,
+        tag: str,
+        model,
+        optimizer,
+        methods,
+        progress: Progress,
+        rng: dict,
+        changed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+    ) -> None:
         """Write the checkpoint `tag` whole, or remove what was written and raise one UserError line
-        (e.g. on a full disk); the previous checkpoint stays the one a resume starts from."""
+        (e.g. on a full disk); the previous checkpoint stays the one a resume starts from. `changed`:
+        on a pretrained base, the tensors that can differ from it and the base's reference (base.json),
+        written instead of the whole model."""
         tmp = None
         try:
             tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=".ckpt-"))
-            save_model(model, str(tmp / "model.safetensors"))
+            if changed is None:
+                save_model(model, str(tmp / "model.safetensors"))
+            else:
+                save_tensors_and_scalars(tmp / "trained", changed[0])
+                write_json(tmp / BASE_FILE, changed[1])
             if optimizer is not None:
                 save_tensors_and_scalars(tmp / "optimizer", flatten_optimizer(optimizer.state_dict()))
             for i, method in enumerate(methods):
@@ -330,8 +354,17 @@ class RunDir:
 
 def read_checkpoint(path: Path, model, methods) -> tuple[Progress, dict | None, dict]:
     weights = path / "model.safetensors"
-    with reading(weights, "checkpoint file"):
-        load_model(model, str(weights))
+    if weights.exists() or not (path / "trained.safetensors").exists():
+        with reading(weights, "checkpoint file"):
+            load_model(model, str(weights))
+    else:
+        from lifelong.models.delta import load_changed
+
+        trained = path / "trained.safetensors"
+        with reading(trained, "checkpoint file"):
+            tensors = load_file(str(trained))
+        if problem := load_changed(model, tensors):
+            raise UserError(f"checkpoint file {str(trained)!r} {problem}")
     for i, method in enumerate(methods):
         method.load_state_dict(load_tensors_and_scalars(path / f"method-{i}"), model)
     optimizer = None
@@ -344,6 +377,20 @@ def read_checkpoint(path: Path, model, methods) -> tuple[Progress, dict | None, 
     with reading(path / "rng.safetensors", "checkpoint file"):
         rng = load_file(str(path / "rng.safetensors"))
     return progress, optimizer, rng
+
+
+def check_base(path: Path, base: dict[str, Any] | None) -> None:
+    """Refuse to resume from the checkpoint `path` on another base than the one it was trained on."""
+    saved_file = path / BASE_FILE
+    if base is None or not saved_file.is_file():
+        return
+    saved = read_json(saved_file, "checkpoint file")
+    if saved != base:
+        raise UserError(
+            f"the base model changed since checkpoint {path.name} was written ({saved.get('source')} "
+            f"{str(saved.get('weights_hash'))[:12]} -> {base.get('source')} {str(base.get('weights_hash'))[:12]}); "
+            "a checkpoint holds only what trained: resume on the same base weights"
+        )
 
 
 def saved_config_data(path: Path) -> dict[str, Any]:

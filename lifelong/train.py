@@ -37,9 +37,18 @@ from lifelong.loop import (
 from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method, call_order, method_entry, route_methods
 from lifelong.models import load_for_run
+from lifelong.models.delta import BaseTracker, train_new_rows
 from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
 from lifelong.report import write_results
-from lifelong.rundir import Progress, RunDir, check_resumable, read_json, saved_config_data, warn
+from lifelong.rundir import (
+    Progress,
+    RunDir,
+    check_base,
+    check_resumable,
+    read_json,
+    saved_config_data,
+    warn,
+)
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
 
 
@@ -87,7 +96,10 @@ class Trainer:
             )
         stream = build_stream(cfg.stream, cfg.seed)
         self.task_names = stream.task_names
-        model, self.tokenizer, max_length = load_for_run(cfg.model, stream)
+        model, self.tokenizer, max_length, new_token_ids, base = load_for_run(cfg.model, stream)
+        # a pretrained base: checkpoints hold only what can differ from it (None: a preset, whole)
+        self.base = None if base is None else {"source": base.source, "weights_hash": base.weights_hash}
+        self.tracker = BaseTracker(model) if base is not None else None
         self.data: EncodedStream = encode_stream(stream, self.tokenizer, max_length)
         # the initial model, before any method adds weights: the baseline b of forward transfer
         self.initial = None if resume and run_dir.latest_checkpoint() else self.score(model.to(self.device))
@@ -105,9 +117,14 @@ class Trainer:
             max_length,
             cfg.train.loss_on,
             partial(route_methods, self.hooked),
+            self.write_sample,
         )
         for method in self.hooked:
             model = method.setup(model, ctx)
+        if any(type(m).compatibility.kind != "full" for m in self.methods):  # the base may be frozen
+            model = train_new_rows(model, new_token_ids)  # the added task tokens' rows train anyway
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.model = self.accelerator.prepare(model)
         self.raw = self.accelerator.unwrap_model(self.model)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -125,7 +142,10 @@ class Trainer:
         if ckpt is None:  # stopped before the first checkpoint: start over
             self.run_dir.truncate_logs(-1)
             return
+        check_base(ckpt, self.base)
         self.progress, opt_state, rng = self.run_dir.load_checkpoint(ckpt, self.raw, self.methods)
+        if self.tracker is not None:
+            self.tracker.trained = set(self.progress.trained_base)
         if opt_state is not None:
             self.optimizer = self.new_optimizer()
             self.optimizer.load_state_dict(opt_state)
@@ -164,6 +184,9 @@ class Trainer:
             self.progress.trainable_params = max(
                 self.progress.trainable_params, sum(p.numel() for p in trainable)
             )
+            if self.tracker is not None:  # base tensors that train now go into every later checkpoint
+                self.tracker.note_trainable(self.raw)
+                self.progress.trained_base = sorted(self.tracker.trained)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         bar_task = bar.add_task(
             f"task {t + 1}/{len(self.data)} {self.task_names[t]}",
@@ -300,8 +323,9 @@ class Trainer:
 
     def checkpoint(self, tag: str) -> None:
         if self.accelerator.is_main_process:
+            changed = None if self.tracker is None else (self.tracker.changed_state(self.raw), self.base)
             self.run_dir.save_checkpoint(
-                tag, self.raw, self.optimizer, self.methods, self.progress, rng_state()
+                tag, self.raw, self.optimizer, self.methods, self.progress, rng_state(), changed
             )
             self.run_dir.prune_checkpoints(self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
@@ -315,6 +339,12 @@ class Trainer:
         if self.cfg.tracking:
             self.accelerator.end_training()
 
+    def write_sample(self, name: str, record: dict) -> None:
+        """`MethodContext.write_sample`: a method's record, stamped with the global step it serves
+        (1-based, as train_log.jsonl: a resume drops the records after its checkpoint)."""
+        if self.accelerator.is_main_process:
+            self.run_dir.append(f"{name}.jsonl", {"global_step": self.global_step() + 1, **record})
+
     def progress_bar(self):
         return progress_bar(enabled=self.show_progress and self.accelerator.is_main_process)
 
@@ -324,6 +354,15 @@ class Trainer:
             elapsed = self.progress.train_seconds + self.progress.eval_seconds
             where = stream_position(task, len(self.data), step)
             print_line(eval_line(self.cfg.name, where, self.last_loss, scores, elapsed))
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass (non-reentrant: frozen inputs under adapters still
+    get gradients to the adapters; the input embedding's output is made to require grad as well)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not model.get_input_embeddings().weight.requires_grad:
+        model.enable_input_require_grads()
+    model.train()  # transformers checkpoints only in training mode
 
 
 def method_labels(names: list[str]) -> list[str]:
