@@ -94,6 +94,7 @@ def import_gguf(gguf: str | Path, name: str, cache: str | Path | None = None) ->
         from lifelong.rundir import write_json
 
         write_json(tmp / IMPORT_INFO, info)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a cache entry reads like any directory
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,5 +131,6 @@ def write_imported(folder: Path, model, tokenizer) -> None:
 
 def import_on_first_use(name: str, cache: str | Path | None = None) -> Path:
     """The cached copy of the known base `name`, imported now (with a line saying so) if missing."""
+    gguf = packaged_gguf(name)  # first: a missing package is the one line
     print(f"importing {name} into the model cache once (lifelong models import {name})", file=sys.stderr)
-    return import_known(name, cache)
+    return import_gguf(gguf, name, cache)
