@@ -386,9 +386,9 @@ def check_base(path: Path, base: dict[str, Any] | None) -> None:
         return
     saved = read_json(saved_file, "checkpoint file")
     if saved != base:
+        was, now = (f"{b.get('source')} {str(b.get('weights_hash'))[:12]}" for b in (saved, base))
         raise UserError(
-            f"the base model changed since checkpoint {path.name} was written ({saved.get('source')} "
-            f"{str(saved.get('weights_hash'))[:12]} -> {base.get('source')} {str(base.get('weights_hash'))[:12]}); "
+            f"the base model changed since checkpoint {path.name} was written ({was} -> {now}); "
             "a checkpoint holds only what trained: resume on the same base weights"
         )
 

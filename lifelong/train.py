@@ -359,7 +359,11 @@ class Trainer:
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """Recompute activations in the backward pass (non-reentrant: frozen inputs under adapters still
     get gradients to the adapters; the input embedding's output is made to require grad as well)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x: the new name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if not model.get_input_embeddings().weight.requires_grad:
         model.enable_input_require_grads()
     model.train()  # transformers checkpoints only in training mode

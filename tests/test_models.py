@@ -79,9 +79,10 @@ def test_an_imported_base_trains_by_name(tiny_gguf, home, tmp_path):
     import_gguf(tiny_gguf, "tiny-gguf")
     result = lifelong.run(base_config(tmp_path, "tiny-gguf"), show_progress=False)
     assert len(result.progress.matrix) == 2
-    assert json.loads((result.path / "checkpoints" / "after-task-002" / "base.json").read_text())[
-        "source"
-    ] == "tiny-gguf"
+    assert (
+        json.loads((result.path / "checkpoints" / "after-task-002" / "base.json").read_text())["source"]
+        == "tiny-gguf"
+    )
 
 
 def test_models_import_command_and_listing(tiny_gguf, home, monkeypatch, capsys):
@@ -104,7 +105,8 @@ def test_a_known_base_is_imported_on_first_use(tmp_path, home, monkeypatch, caps
     (package / "__init__.py").write_text("raise ImportError('located, never imported')\n")
     write_tiny_llama_gguf(package / "tiny.gguf")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    monkeypatch.setitem(cache.KNOWN_BASES, "tiny-known", KnownBase("fake-llm-pkg", "fake_llm_pkg", "tiny.gguf"))
+    known = KnownBase("fake-llm-pkg", "fake_llm_pkg", "tiny.gguf")
+    monkeypatch.setitem(cache.KNOWN_BASES, "tiny-known", known)
     result = lifelong.run(base_config(tmp_path, "tiny-known"), show_progress=False)
     assert "importing tiny-known into the model cache once" in capsys.readouterr().err
     assert cache.cached_model_path("tiny-known") == home / "tiny-known"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lifelong.errors import UserError
 
+
 @dataclass(frozen=True)
 class KnownBase:
     """A pretrained base shipped inside a PyPI package as a GGUF file (see docs/pretraining.md)."""
