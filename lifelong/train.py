@@ -324,8 +324,11 @@ class Trainer:
     def checkpoint(self, tag: str) -> None:
         if self.accelerator.is_main_process:
             changed = None if self.tracker is None else (self.tracker.changed_state(self.raw), self.base)
+            # at a task boundary with reset_optimizer the next task starts a fresh AdamW: no moments kept
+            fresh = self.progress.step == 0 and self.cfg.train.reset_optimizer
+            optimizer = None if fresh else self.optimizer
             self.run_dir.save_checkpoint(
-                tag, self.raw, self.optimizer, self.methods, self.progress, rng_state(), changed
+                tag, self.raw, optimizer, self.methods, self.progress, rng_state(), changed
             )
             self.run_dir.prune_checkpoints(self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()

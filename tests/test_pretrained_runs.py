@@ -53,6 +53,7 @@ def test_a_lora_checkpoint_holds_only_what_trains_and_resumes_the_same(tmp_path)
     assert any("lora_A" in k for k in held) and held[rows].shape == (2, 16)  # the 2 task tokens' rows
     assert json.loads((ckpt / "base.json").read_text())["source"] == str(base)
     base_bytes = (base / "model.safetensors").stat().st_size
+    assert not (ckpt / "optimizer.safetensors").exists()  # the next task starts a fresh AdamW anyway
     assert (ckpt / "trained.safetensors").stat().st_size < base_bytes / 2
 
     # stopped in the middle of task 2: its end checkpoint and the results gone
