@@ -54,8 +54,8 @@ def peak_rss_mb() -> float:
 
 def measure(variant: str, batch: int, seq: int, steps: int) -> dict:
     """In the child: load, (LoRA), warm up one step, time `steps` steps."""
-    from lifelong.losses import mean_token_loss, next_token_loss
     from lifelong.loop import new_optimizer, optimizer_step
+    from lifelong.losses import mean_token_loss, next_token_loss
     from lifelong.methods.lora import Adapters, LoraConfig, add_adapters
     from lifelong.models import load_pretrained
     from lifelong.models.cache import require_cached
