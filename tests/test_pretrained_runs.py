@@ -139,3 +139,31 @@ def test_self_replay_writes_its_samples(small_config):
         assert record["training"] == "add"
         assert 1 <= len(record["rows"]) <= 8
         assert all(row["task"] == "reverse" and row["text"].startswith("<reverse>") for row in record["rows"])
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["lora_per_task", "olora", "mole", "prompt_tuning", "prefix_tuning", "adapters", "expand"],
+)
+def test_task_token_rows_train_under_every_frozen_base_method(tmp_path, method):
+    base = save_base(tmp_path / "base")
+    cfg = pretrained_config(tmp_path, base, [method], steps_per_task=1, checkpoint_every=None)
+    trainer = Trainer(cfg, RunDir.create(cfg), show_progress=False)
+    embedding = trainer.raw.get_input_embeddings()
+    every = torch.arange(len(trainer.tokenizer))
+    with torch.no_grad():
+        before = embedding(every).clone()  # (V, 16)
+    new = sorted(trainer.tokenizer.convert_tokens_to_ids(t) for t in ("<reverse>", "<add>"))
+    trainer.run()
+    with torch.no_grad():
+        changed = (embedding(every) != before).any(dim=1)  # (V,)
+    assert changed.nonzero().flatten().tolist() == new
+
+
+def test_self_replay_with_lora_on_a_pretrained_base_prompts_with_trained_task_tokens(tmp_path):
+    base = save_base(tmp_path / "base")
+    methods = [{"name": "self_replay", "refresh_every": 1}, "lora"]
+    result = lifelong.run(pretrained_config(tmp_path, base, methods, steps_per_task=2), show_progress=False)
+    records = read_log(result.path / "samples.jsonl")
+    assert [r["step"] for r in records] == [0, 1]
+    assert all(row["text"].startswith("<reverse>") for r in records for row in r["rows"])
