@@ -171,7 +171,8 @@ class Loaded(NamedTuple):
 
 
 def load_for_run(cfg, stream) -> Loaded:
-    """The model, tokenizer and context length a run's config asks for, with the stream's task tokens."""
+    """The model, tokenizer and context length a run's config asks for, with the stream's task tokens;
+    for a pretrained base also the ids of the task tokens added to it and its `BaseRef`."""
     task_tokens = [t.token for t in stream.tasks]
     if cfg.preset is not None:
         tokenizer = build_tokenizer(stream.vocabulary, task_tokens)
@@ -192,8 +193,6 @@ def weights_hash(path: str, gguf_file: str | None, model) -> str | None:
     if not local.exists():
         return getattr(model.config, "_commit_hash", None)
     files = [local / gguf_file] if gguf_file else sorted([*local.glob("*.safetensors"), *local.glob("*.bin")])
-    if local.is_file():
-        files = [local]
     return sha256_files(files) if files else None
 
 
