@@ -36,7 +36,7 @@ from lifelong.loop import (
 )
 from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method, call_order, method_entry, route_methods
-from lifelong.models import load_for_run
+from lifelong.models import enable_gradient_checkpointing, load_for_run
 from lifelong.models.delta import BaseTracker, train_new_rows
 from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
 from lifelong.report import write_results
@@ -357,19 +357,6 @@ class Trainer:
             elapsed = self.progress.train_seconds + self.progress.eval_seconds
             where = stream_position(task, len(self.data), step)
             print_line(eval_line(self.cfg.name, where, self.last_loss, scores, elapsed))
-
-
-def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
-    """Recompute activations in the backward pass (non-reentrant: frozen inputs under adapters still
-    get gradients to the adapters; the input embedding's output is made to require grad as well)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x: the new name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if not model.get_input_embeddings().weight.requires_grad:
-        model.enable_input_require_grads()
-    model.train()  # transformers checkpoints only in training mode
 
 
 def method_labels(names: list[str]) -> list[str]:

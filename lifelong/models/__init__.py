@@ -150,6 +150,19 @@ def resize_quietly(model, vocab_size: int) -> None:
         transformers_logging.set_verbosity(verbosity)
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass (non-reentrant: frozen inputs under adapters still
+    get gradients to the adapters; the input embedding's output is made to require grad as well)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x: the new name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if not model.get_input_embeddings().weight.requires_grad:
+        model.enable_input_require_grads()
+    model.train()  # transformers checkpoints only in training mode
+
+
 def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
