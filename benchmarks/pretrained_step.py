@@ -144,9 +144,9 @@ def main() -> None:
     if problem := available():
         print(f"SKIP pretrained_step: {problem}")
         return
-    from lifelong.models.cache import require_cached
+    from lifelong.models.gguf_import import cached_or_imported
 
-    require_cached(BASE)  # import once here (not timed), so no child does it
+    cached_or_imported(BASE)  # imported once here if needed (not timed), so no child does it
     header(f"pretrained_step: {BASE}, batch {args.batch} x {args.seq} tokens, {args.steps} timed steps")
     peaks = [matmul_peak_gflops()]
     results = [run_child(v, args) for v in VARIANTS]

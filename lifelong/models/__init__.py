@@ -20,8 +20,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from lifelong.errors import UserError, first_line
-from lifelong.models.cache import require_cached
-from lifelong.models.gguf_import import require_gguf, sha256
+from lifelong.models.gguf_import import cached_or_imported, require_gguf, sha256
 from lifelong.paths import missing_model_path
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -191,7 +190,7 @@ def load_for_run(cfg, stream) -> Loaded:
         tokenizer = build_tokenizer(stream.vocabulary, task_tokens)
         model = build_preset(cfg.preset, len(tokenizer), cfg.max_length, cfg.overrides)
         return Loaded(model.to(getattr(torch, cfg.dtype)), tokenizer, cfg.max_length, [], None)
-    path = cfg.path if cfg.base is None else str(require_cached(cfg.base))
+    path = cfg.path if cfg.base is None else str(cached_or_imported(cfg.base))
     model, tokenizer, new_ids = load_pretrained(
         path, task_tokens, cfg.gguf_file, cfg.trust_remote_code, cfg.dtype
     )

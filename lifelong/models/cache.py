@@ -73,15 +73,13 @@ def cached_model_path(name: str, cache: str | Path | None = None) -> Path | None
 
 
 def require_cached(name: str, cache: str | Path | None = None) -> Path:
-    """The finished model `name` (a known packaged base is imported on first use), or a one-line
-    UserError saying how to make it."""
+    """The finished model `name`, or a one-line UserError saying how to make it (a known packaged
+    base: `gguf_import.cached_or_imported` imports it instead)."""
     path = cached_model_path(name, cache)
     if path is not None:
         return path
     if name in KNOWN_BASES:
-        from lifelong.models.gguf_import import import_on_first_use
-
-        return import_on_first_use(name, cache)
+        raise UserError(f"model {name!r} is not in the model cache; run: lifelong models import {name}")
     from lifelong.config import builtin_pretrain_configs  # the pydantic configs, not torch
 
     builtin = name in builtin_pretrain_configs()

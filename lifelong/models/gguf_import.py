@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import shutil
 import sys
 import tempfile
@@ -21,7 +22,14 @@ import time
 from pathlib import Path
 
 from lifelong.errors import UserError, first_line
-from lifelong.models.cache import KNOWN_BASES, cache_dir, check_name, model_dir
+from lifelong.models.cache import (
+    KNOWN_BASES,
+    cache_dir,
+    cached_model_path,
+    check_name,
+    model_dir,
+    require_cached,
+)
 
 GGUF_HINT = "pip install 'gguf>=0.10' (or bash scripts/setup.sh)"
 IMPORT_INFO = "import.json"
@@ -91,9 +99,7 @@ def import_gguf(gguf: str | Path, name: str, cache: str | Path | None = None) ->
             "architecture": type(model).__name__,
             "seconds": round(time.perf_counter() - start, 2),
         }
-        from lifelong.rundir import write_json
-
-        write_json(tmp / IMPORT_INFO, info)
+        (tmp / IMPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         tmp.chmod(0o755)  # mkdtemp makes it private; a cache entry reads like any directory
         tmp.rename(final)
     except BaseException:
@@ -129,8 +135,11 @@ def write_imported(folder: Path, model, tokenizer) -> None:
     tokenizer.save_pretrained(folder)
 
 
-def import_on_first_use(name: str, cache: str | Path | None = None) -> Path:
-    """The cached copy of the known base `name`, imported now (with a line saying so) if missing."""
+def cached_or_imported(name: str, cache: str | Path | None = None) -> Path:
+    """The cached model `name`; a known packaged base missing from the cache is imported now, with a
+    line saying so (what `model: {base: NAME}` loads)."""
+    if cached_model_path(name, cache) is not None or name not in KNOWN_BASES:
+        return require_cached(name, cache)
     gguf = packaged_gguf(name)  # first: a missing package is the one line
     print(f"importing {name} into the model cache once (lifelong models import {name})", file=sys.stderr)
     return import_gguf(gguf, name, cache)
