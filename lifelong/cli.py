@@ -233,9 +233,19 @@ def pretrain_cmd(
         typer.echo(f"wrote {path}")
 
 
-@app.command("models")
-def models_cmd(cache_dir: Annotated[Path | None, typer.Option(help="The model cache.")] = None) -> None:
-    """List the models in the local model cache (made by `lifelong pretrain`)."""
+models_app = typer.Typer(
+    add_completion=False, invoke_without_command=True, help="The local model cache: list, import."
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models_cmd(
+    ctx: typer.Context, cache_dir: Annotated[Path | None, typer.Option(help="The model cache.")] = None
+) -> None:
+    """List the models in the local model cache (made by `lifelong pretrain` or `lifelong models import`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from lifelong.models import cache
 
     typer.echo(f"model cache: {cache.cache_dir(cache_dir)}")
@@ -243,6 +253,35 @@ def models_cmd(cache_dir: Annotated[Path | None, typer.Option(help="The model ca
         typer.echo(cache.describe(model))
     for name in cache.list_unfinished(cache_dir):
         typer.echo(f"{name:16s} unfinished: the same `lifelong pretrain` command resumes it")
+    missing = [n for n in cache.KNOWN_BASES if cache.cached_model_path(n, cache_dir) is None]
+    for name in missing:
+        typer.echo(f"{name:16s} not imported yet: lifelong models import {name}")
+
+
+@models_app.command("import")
+def models_import_cmd(
+    name: Annotated[
+        str | None, typer.Argument(help="A known packaged base (e.g. smollm2-135m-instruct), or with --gguf.")
+    ] = None,
+    gguf: Annotated[Path | None, typer.Option(help="Import this GGUF file (give --name).")] = None,
+    name_opt: Annotated[str | None, typer.Option("--name", help="The cache name for --gguf.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="The model cache.")] = None,
+) -> None:
+    """De-quantise a GGUF file once into the model cache (safetensors + tokenizer + config)."""
+    from lifelong.models.cache import KNOWN_BASES
+    from lifelong.models.gguf_import import import_gguf, import_known
+
+    if gguf is not None:
+        if not (name_opt or name):
+            raise UserError("--gguf FILE needs --name NAME: the model's name in the cache")
+        path = import_gguf(gguf, name_opt or name, cache_dir)
+    elif name is None:
+        raise UserError(f"give a known base ({', '.join(KNOWN_BASES)}) or --gguf FILE --name NAME")
+    elif name not in KNOWN_BASES:
+        raise UserError(f"unknown base {name!r} (known: {', '.join(KNOWN_BASES)}); for any GGUF: --gguf FILE")
+    else:
+        path = import_known(name, cache_dir)
+    typer.echo(f"wrote {path}")
 
 
 def usage_error(err: Exception) -> str | None:

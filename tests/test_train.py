@@ -118,7 +118,7 @@ def test_target_only_loss_reads_fewer_tokens(small_config):
     cfg = small_config()
     stream = build_stream(cfg.stream, cfg.seed)
     seed_everything(cfg.seed)  # as the run does before it builds the model
-    model, tokenizer, max_length = load_for_run(cfg.model, stream)
+    model, tokenizer, max_length, _, _ = load_for_run(cfg.model, stream)
     data = encode_stream(stream, tokenizer, max_length).tasks[0].train
     rows = BatchSchedule(len(data), cfg.train.batch_size, cfg.seed, 0).rows(0)
     counted = {}

@@ -40,10 +40,18 @@ def no_route(task_index: int, model: torch.nn.Module) -> AbstractContextManager[
     return nullcontext()
 
 
+# `MethodContext.write_sample(name, record)`: append `record` (JSON-able) to `<run>/<name>.jsonl`.
+WriteSample = Callable[[str, dict[str, Any]], None]
+
+
+def no_sample(name: str, record: dict[str, Any]) -> None:
+    """The `write_sample` outside a run (tests, tools): the record goes nowhere."""
+
+
 @dataclass
 class MethodContext:
-    """What `setup` receives: the encoded stream, the tokenizer, the device and the run's seed, and the
-    run's `route`."""
+    """What `setup` receives: the encoded stream, the tokenizer, the device and the run's seed, the
+    run's `route`, and `write_sample` to leave a record in the run directory."""
 
     stream: EncodedStream
     tokenizer: Any
@@ -55,6 +63,9 @@ class MethodContext:
     # Every method's `route(task_index, model)` of the run (`route_methods`), on the model being trained
     # or a copy of it: self-replay samples task j from its frozen copy inside `route(j, copy)`.
     route: Route = no_route
+    # Appends a record to `<run dir>/<name>.jsonl` (the loop adds `global_step`; only the main process
+    # writes, and a resume drops records after its checkpoint), e.g. self-replay's `samples`.
+    write_sample: WriteSample = no_sample
 
 
 @dataclass

