@@ -254,10 +254,11 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
     return parse_config(data, source=str(path_or_name))
 
 
-def with_stream_suggestions(data: dict[str, Any]) -> dict[str, Any]:
+def with_stream_suggestions(data: dict[str, Any], schedule_alone: bool = False) -> dict[str, Any]:
     """A config of a built-in stream with the `model` and `train` settings that stream suggests (the
     ones `lifelong run --stream NAME` starts from) for every key the config does not set itself. A
-    config that names its model (`preset`, `path` or `base`) keeps it whole. Unknown streams and
+    config that names its model (`preset`, `path` or `base`) keeps it and its own schedule: the
+    stream's suggestions go together (unless `schedule_alone`). Unknown streams and
     malformed sections are left as they are, for the validation to name."""
     stream = data.get("stream")
     name = stream.get("builtin") if isinstance(stream, dict) else stream
@@ -270,7 +271,10 @@ def with_stream_suggestions(data: dict[str, Any]) -> dict[str, Any]:
         return data
     out = dict(data)
     model, train = out.get("model", {}), out.get("train", {})
-    if info.model and isinstance(model, dict) and not any(k in model for k in MODEL_SOURCE_KEYS):
+    own_model = not isinstance(model, dict) or any(k in model for k in MODEL_SOURCE_KEYS)
+    if own_model and not schedule_alone:
+        return out  # the config's own model: the stream's schedule was tuned for another one
+    if info.model and not own_model:
         out["model"] = {**info.model, **model}
     if info.train and isinstance(train, dict):
         out["train"] = {**info.train, **train}
@@ -326,7 +330,8 @@ def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any]
     )
     shown = f"{methods}+{adapters}" if adapters else methods
     data = {"name": run_name(stream, shown), "stream": {"builtin": stream}, "methods": method_list(composed)}
-    data = with_stream_suggestions(apply_overrides(data, overrides or {}))
+    # the stream's schedule even with a model of the command line's own (`--set model.path=...`)
+    data = with_stream_suggestions(apply_overrides(data, overrides or {}), schedule_alone=True)
     return parse_config(data, source=f"stream {stream}")
 
 

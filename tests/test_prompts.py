@@ -405,3 +405,18 @@ def test_configs_written_before_row_formats_keep_their_hash():
     assert parse_config(user).config_hash() == "5f62c62928e075cd"
     user["stream"]["overlong"] = "clip"
     assert parse_config(user).config_hash() != "5f62c62928e075cd"
+
+
+def test_self_replay_samples_a_whole_chat_exchange():
+    """A chat row holds two stop tokens after its prefix (the user turn's end, the assistant's): a sample
+    is cut after the second, so replay holds the answer too, not only the question."""
+    import torch
+
+    from lifelong.methods.self_replay import samples_batch
+
+    eos, pad = 9, 0
+    sampled = torch.tensor([[5, 6, eos, 7, 8, eos, 4, 4], [5, eos, 7, eos, eos, eos, eos, eos]])
+    plain = samples_batch([[1], [1]], sampled, eos, pad)
+    chat = samples_batch([[1], [1]], sampled, eos, pad, stops=2)
+    assert plain.attention_mask.sum(1).tolist() == [4, 3]  # prompt + up to the first eos
+    assert chat.attention_mask.sum(1).tolist() == [7, 5]  # prompt + up to the second eos

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
-from lifelong.data.batching import Batch, pad_rows
+from lifelong.data.batching import Batch, EncodedStream, pad_rows
 from lifelong.errors import UserError
 from lifelong.methods.base import Method, MethodConfig, Route, per_task_rows, register
 from lifelong.methods.replay import (
@@ -148,7 +148,7 @@ class SelfReplay(Method):
         )
         self.chunk_logits = None if logits is None else teacher_logits_by_position(chosen, logits.cpu())
         self.chunk_tasks = torch.tensor(tasks)
-        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id)
+        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id, stops_per_row(stream))
 
     def show_samples(self, task_index: int, step: int) -> None:
         """The first SHOWN_ROWS rows of the fresh chunk per replayed task, decoded, into samples.jsonl."""
@@ -245,12 +245,23 @@ def teacher_logits_by_position(prompts: list[list[int]], logits: torch.Tensor) -
     return placed
 
 
-def samples_batch(prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int) -> Batch:
-    """Rows `prompt + sampled`, cut after the first eos: later tokens are not of the data's
-    distribution (training rows end at eos), so they are masked out of attention and loss."""
+def stops_per_row(stream: EncodedStream) -> int:
+    """How many stop tokens a training row holds after its task's prefix: 1 in a plain row (its final
+    eos); 2 in a chat row whose prefix ends inside the user turn (the user turn's end of turn, then the
+    assistant's), so a sample there is a whole exchange, not only the question."""
+    rows = stream.tasks[0].train
+    row = rows.ids[0, rows.prefix_len : rows.lengths[0]]  # (L,)
+    return max(1, int((row == stream.eos_id).sum()))
+
+
+def samples_batch(
+    prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int, stops: int = 1
+) -> Batch:
+    """Rows `prompt + sampled`, cut after the `stops`-th eos (`stops_per_row`): later tokens are not of
+    the data's distribution (training rows end there), so they are masked out of attention and loss."""
     new = sampled.shape[1]
     is_eos = (sampled == eos_id).long()  # (n, S)
-    keep_new = (is_eos.cumsum(1) - is_eos) == 0  # up to and including the first eos
+    keep_new = (is_eos.cumsum(1) - is_eos) < stops  # up to and including the stops-th eos
     rows = [p + sampled[i, keep_new[i]].tolist() for i, p in enumerate(prompts)]
     ids, attention = pad_rows(rows, pad_id, width=max(len(p) for p in prompts) + new)  # (n, W) each
     starts = torch.tensor([len(p) for p in prompts]).unsqueeze(1)  # (n, 1)
