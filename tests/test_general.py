@@ -34,9 +34,10 @@ KEEP = {
 # ------------------------------------------------------------------ the suite's builders
 def test_known_facts_are_answered_right():
     capitals = dict(general.capital_pairs(0))
-    assert capitals["What is the capital of France?"] == "Paris"
-    assert capitals["What is the capital of Japan?"] == "Tokyo"
-    assert dict(general.currency_pairs(0))["What is the currency of Japan?"] == "Yen"
+    assert capitals["What is the capital of France? Reply with the city's name only."] == "Paris"
+    assert capitals["What is the capital of Japan? Reply with the city's name only."] == "Tokyo"
+    currencies = dict(general.currency_pairs(0))
+    assert currencies["What is the currency of Japan? Reply with the currency's name only."] == "Yen"
     assert general.FORMATS["Reply with the word in upper case: {w}"]("dog") == "DOG"
 
 
@@ -44,7 +45,8 @@ def test_arithmetic_and_format_answers_are_correct():
     pairs = general.arithmetic_pairs(0)
     assert len(pairs) == 4000 and len(set(pairs)) == 4000
     for prompt, answer in pairs:
-        a, op, b = re.fullmatch(r"What is (\d\d) ([+-]) (\d\d)\?", prompt).groups()
+        asked = r"What is (\d\d) ([+-]) (\d\d)\? Reply with the number only\."
+        a, op, b = re.fullmatch(asked, prompt).groups()
         assert int(answer) == (int(a) + int(b) if op == "+" else int(a) - int(b)) >= 0
     for prompt, answer in general.format_pairs(0)[:200]:
         word = prompt.rsplit(": ", 1)[1]

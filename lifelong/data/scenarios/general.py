@@ -5,9 +5,12 @@ columns of the accuracy matrix, scored for the initial model and after every tas
 on. It is also registered as a stream (`stream: general`), whose tasks then train on their own
 training splits. Built offline from installed data, deterministic given the seed:
 
-- capitals   "What is the capital of France?" -> "Paris" (countryinfo; exact match)
-- currencies "What is the currency of Japan?" -> "Yen" (countryinfo + pycountry names; exact match)
-- arithmetic "What is 23 + 48?" -> "71" (two-digit sums and differences; exact match)
+- capitals   "What is the capital of France? Reply with the city's name only." -> "Paris"
+             (countryinfo; exact match)
+- currencies "What is the currency of Japan? Reply with the currency's name only." -> "Yen"
+             (countryinfo + pycountry names; exact match)
+- arithmetic "What is 23 + 48? Reply with the number only." -> "71"
+             (two-digit sums and differences; exact match)
 - definitions a WordNet noun and four definitions lettered A-D -> the letter of its own (accuracy
   over the letters: each letter's likelihood is scored, the best one is the answer)
 - format     "Reply with the word in upper case: dog" -> "DOG" (and lower case, twice, in quotes)
@@ -39,19 +42,35 @@ FORMATS = {  # instruction -> how the answer is made from the word
 
 
 def capital_pairs(seed: int) -> Pairs:
-    return [(f"What is the capital of {c.name}?", c.capital) for c in countries() if c.capital]
+    return [
+        (f"What is the capital of {c.name}? Reply with the city's name only.", c.capital)
+        for c in countries()
+        if c.capital
+    ]
 
 
 def currency_pairs(seed: int) -> Pairs:
     named = [(c.name, currency_name(c.currencies[0])) for c in countries() if c.currencies]
     # a currency pycountry does not name comes back as its bare code ("XYZ"): left out
-    return [(f"What is the currency of {n}?", cur) for n, cur in named if cur != cur.upper()]
+    return [
+        (f"What is the currency of {n}? Reply with the currency's name only.", cur)
+        for n, cur in named
+        if cur != cur.upper()
+    ]
 
 
 def arithmetic_pairs(seed: int) -> Pairs:
     """Every sum of two two-digit numbers and every non-negative difference, a seeded 4,000 of them."""
-    sums = [(f"What is {a} + {b}?", str(a + b)) for a in range(10, 100) for b in range(10, 100)]
-    diffs = [(f"What is {a} - {b}?", str(a - b)) for a in range(10, 100) for b in range(10, a + 1)]
+    sums = [
+        (f"What is {a} + {b}? Reply with the number only.", str(a + b))
+        for a in range(10, 100)
+        for b in range(10, 100)
+    ]
+    diffs = [
+        (f"What is {a} - {b}? Reply with the number only.", str(a - b))
+        for a in range(10, 100)
+        for b in range(10, a + 1)
+    ]
     return shuffled(sums, seed, "sums")[:2000] + shuffled(diffs, seed, "diffs")[:2000]
 
 
