@@ -6,6 +6,8 @@ Scores are "higher is better" everywhere:
   first newline, decoded and normalised (`normalise`: whitespace collapsed, case folded, trailing
   punctuation dropped), then compared with the normalised target. A model that answers right and
   keeps talking on the next line scores; one that answers wrong does not;
+- answer_contains: as exact_match, but the target's words need only appear together in the answer
+  (a chat model's "The capital of Austria is Vienna." answers "Vienna");
 - exact_match_strict: the greedy generation compared with the target token for token, eos included
   (it also asks whether the model stops right after the answer);
 - accuracy: the label with the highest log-likelihood among the task's labels (each prompt read once,
@@ -26,6 +28,7 @@ generations that are scored.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ TRAILING_PUNCTUATION = ".,;:!?"
 # Tokens generated past the longest target (at least), so an answer can be followed by its stop token
 # and a little more: a model that answers right must not be cut off mid-answer.
 ANSWER_SLACK = 4
+SENTENCE_SLACK = 24  # answer_contains: room for the sentence around the answer
+WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -122,8 +127,9 @@ def evaluate_task(
         if details is not None and len(scores) > 1:
             details[task.name] = scores
         return Scored(scores[task.metric], answers)
-    if task.metric == "exact_match":
-        return answer_match(model, prompts, targets, stream, batch_size)
+    if task.metric in ("exact_match", "answer_contains"):
+        contains = task.metric == "answer_contains"
+        return answer_match(model, prompts, targets, stream, batch_size, contains)
     if task.metric == "exact_match_strict":
         return exact_match(model, prompts, targets, stream, batch_size)
     if task.metric == "accuracy":
@@ -168,18 +174,33 @@ def answer_text(ids: list[int], stream: EncodedStream) -> str:
     return stream.decode(until_eos(ids, stream.eos_id)).split("\n", 1)[0]
 
 
-def answer_match(model, prompts, targets, stream: EncodedStream, batch_size: int) -> Scored:
-    """exact_match: the normalised answer text equals the normalised target text."""
+def answer_match(
+    model, prompts, targets, stream: EncodedStream, batch_size: int, contains: bool = False
+) -> Scored:
+    """exact_match: the normalised answer text equals the normalised target text. `contains` (metric
+    answer_contains): the target's words appear, in order and together, among the answer's words, so
+    "The capital of Austria is Vienna." answers "Vienna" (for chat models that answer in sentences)."""
     longest = max(len(t) for t in targets)
     room = stream.context_length - max(len(p) for p in prompts)
-    budget = max(longest, min(longest + max(ANSWER_SLACK, longest // 2), room))  # never below strict's
+    slack = SENTENCE_SLACK if contains else max(ANSWER_SLACK, longest // 2)
+    budget = max(longest, min(longest + slack, room))  # never below strict's
     out = generate(
         model, prompts, budget, stream.pad_id, greedy=True, stop_id=stream.eos_id, batch_size=batch_size
     )
     answers = [answer_text(row, stream) for row in out.tolist()]
     wanted = [normalise(answer_text(t, stream)) for t in targets]
-    hits = [normalise(a) == w for a, w in zip(answers, wanted, strict=True)]
+    if contains:
+        hits = [words_within(w, a) for a, w in zip(answers, wanted, strict=True)]
+    else:
+        hits = [normalise(a) == w for a, w in zip(answers, wanted, strict=True)]
     return Scored(sum(hits) / len(hits), answers, hits)
+
+
+def words_within(target: str, answer: str) -> bool:
+    """Whether the words of `target` appear, in order and next to each other, among those of `answer`
+    (case folded, punctuation ignored)."""
+    want, got = WORD.findall(target.casefold()), WORD.findall(answer.casefold())
+    return bool(want) and any(got[i : i + len(want)] == want for i in range(len(got) - len(want) + 1))
 
 
 def exact_match(model, prompts, targets, stream: EncodedStream, batch_size: int) -> Scored:

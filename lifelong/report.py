@@ -17,6 +17,7 @@ from lifelong.rundir import Progress, RunDir, atomic_write, environment, read_js
 
 METRIC_LABEL = {
     "exact_match": "exact match",
+    "answer_contains": "answer contains",
     "exact_match_strict": "exact match (strict)",
     "accuracy": "accuracy",
     "loss": "-loss (nats/token)",

@@ -159,3 +159,14 @@ def test_toy_answer_scoring_equals_strict_on_a_trained_run(small_config):
     assert answer == strict
     assert any(0.0 < s < 1.0 for s in answer), answer  # trained far enough to tell the two apart
     assert answer == trainer.progress.matrix[-1]
+
+
+def test_answer_contains_finds_the_target_words_in_a_sentence():
+    from lifelong.evaluate import words_within
+
+    assert words_within("Vienna", "The capital of Austria is Vienna.")
+    assert words_within("Bahraini Dinar", "It is the bahraini dinar (BHD).")
+    assert words_within("123", "79 + 44 = 123")
+    assert not words_within("Vienna", "The capital is Viennese.")  # whole words only
+    assert not words_within("Gibraltar Pound", "Pound sterling, in Gibraltar")  # together and in order
+    assert not words_within("", "anything")

@@ -144,7 +144,7 @@ def test_keep_adds_columns_and_leaves_the_stream_as_it_was(tmp_path):
     matrix = json.loads((kept.path / "matrix.json").read_text())
     assert matrix["tasks"] == ["reverse", "add"]
     assert matrix["kept"] == [f"general/{s}" for s in KEEP["general"]["sets"]]
-    assert matrix["kept_metrics"] == ["exact_match", "exact_match", "accuracy", "loss"]
+    assert matrix["kept_metrics"] == ["answer_contains", "answer_contains", "accuracy", "loss"]
     assert len(matrix["baseline"]) == 6 and all(len(row) == 6 for row in matrix["rows"])
     assert matrix["baseline"][-1] < 0  # the initial model's held-out English loss was scored
     header = (kept.path / "matrix.csv").read_text().splitlines()[0]

@@ -32,7 +32,7 @@ from lifelong.seeding import derive_seed
 LIST_LENGTHS = (3, 4, 5)  # words per list of the `lists` task
 # Each example a user turn and the assistant's answer, through the model's chat template; the task
 # token stays in front (trainable under adapters) so per-task methods can route by it.
-CHAT = PromptFormat(chat=True)
+CHAT = PromptFormat(chat=True, max_tokens=256)  # rows capped: a chat model's context is long
 
 
 def verse_pairs(a: str, b: str, max_words: int) -> list[tuple[str, str]]:
