@@ -86,6 +86,30 @@ def docs_task(
     )
 
 
+def pairs_task(
+    name: str,
+    pairs: Sequence[tuple[str, str]],
+    n_train: int,
+    n_eval: int,
+    seed: int,
+    metric: str,
+    about: str,
+    stream: str,
+) -> Task:
+    """A prompt -> target task of distinct (prompt, target) pairs: `n_eval` held out by a seeded split
+    of `stream`'s, up to `n_train` of the rest trained on."""
+    train, eval_ = split(sorted(set(pairs)), n_eval, seed, stream, name)
+    return Task(
+        name=name,
+        kind="prompt_target",
+        train=[Example(p, t) for p, t in train[:n_train]],
+        eval=[Example(p, t) for p, t in eval_],
+        metric=metric,
+        token=f"<{name}>",
+        description=about,
+    )
+
+
 MAX_CHARS_PER_WORD = 4  # a clipped text keeps at most this many characters per word allowed
 
 

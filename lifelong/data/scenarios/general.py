@@ -24,10 +24,10 @@ import string
 from collections.abc import Callable
 
 from lifelong.data.registry import StreamInfo, register_stream
-from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, shuffled, split, text_task
+from lifelong.data.scenarios.common import TASK_TRAIN, TEXT_MODEL, pairs_task, shuffled, text_task
 from lifelong.data.sources.countries import countries, currency_name
 from lifelong.data.sources.wordnet import wordnet_glosses
-from lifelong.data.task import Example, Stream, Task
+from lifelong.data.task import Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
@@ -130,16 +130,7 @@ DEFAULT_SETS = (*SETS, TEXT_SET)
 def qa_task(name: str, n_train: int, n_eval: int, seed: int, n_options: int) -> Task:
     make, metric, about = SETS[name]
     pairs = make(seed, n_options) if name == "definitions" else make(seed)
-    train, eval_ = split(sorted(set(pairs)), n_eval, seed, "general", name)
-    return Task(
-        name=name,
-        kind="prompt_target",
-        train=[Example(p, t) for p, t in train[:n_train]],
-        eval=[Example(p, t) for p, t in eval_],
-        metric=metric,
-        token=f"<{name}>",
-        description=about,
-    )
+    return pairs_task(name, pairs, n_train, n_eval, seed, metric, about, "general")
 
 
 def general_stream(

