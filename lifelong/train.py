@@ -43,12 +43,19 @@ from lifelong.loop import (
     stop_on_ctrl_c,
 )
 from lifelong.losses import next_token_loss
-from lifelong.methods import Forward, MethodContext, build_method, call_order, method_entry, route_methods
+from lifelong.methods import (
+    Forward,
+    MethodContext,
+    build_method,
+    call_order,
+    method_entry,
+    method_labels,
+    route_methods,
+)
 from lifelong.models import enable_gradient_checkpointing, load_for_run
 from lifelong.models.delta import BaseTracker, train_new_rows
 from lifelong.preference import References, dpo_terms, reference_logprobs
-from lifelong.progress import eval_line, on_terminal, print_line, progress_bar, stream_position
-from lifelong.report import write_results
+from lifelong.progress import stream_position
 from lifelong.rundir import (
     Progress,
     RunDir,
@@ -58,10 +65,8 @@ from lifelong.rundir import (
     saved_config_data,
     warn,
 )
+from lifelong.runlog import RunLog
 from lifelong.seeding import load_rng_state, rng_state, seed_everything
-
-# What a step logs next to its loss terms without the `loss_` prefix (a preference task's DPO margins).
-STEP_STATS = ("reward_margin", "reward_accuracy")
 
 
 class Interrupted(Exception):
@@ -84,7 +89,6 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: RunDir, resume: bool = False, show_progress: bool = True):
         self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
-        self.show_progress = show_progress and cfg.progress
         seed_everything(cfg.seed)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -109,6 +113,8 @@ class Trainer:
         stream = build_stream(cfg.stream, cfg.seed)
         self.task_names = stream.task_names
         self.columns = [*stream.task_names, *(t.name for t in stream.kept)]  # a matrix row's columns
+        show = show_progress and cfg.progress
+        self.log = RunLog(self.accelerator, run_dir, cfg.name, self.columns, bool(cfg.tracking), show)
         if stream.kept and stream.vocabulary is not None:
             warn("the stream's word-level vocabulary cannot spell the kept sets: they are scored on <unk>")
         model, self.tokenizer, max_length, new_token_ids, base = load_for_run(cfg.model, stream)
@@ -187,10 +193,10 @@ class Trainer:
             self.restore()
         if self.progress.baseline is None:
             self.progress.baseline = self.record_eval(-1, 0, *self.initial)
-        with stop_on_ctrl_c() as ctrl_c, self.progress_bar() as bar:
+        with stop_on_ctrl_c() as ctrl_c, self.log.bar() as bar:
             for task_index in range(self.progress.task, len(self.data)):
                 self.train_task(task_index, bar, ctrl_c)
-        self.write_results()
+        self.log.results(self.progress, self.task_names, self.data, self.global_step())
         return RunResult(self.run_dir.path, self.cfg, self.progress, self.task_names)
 
     def train_task(self, t: int, bar, ctrl_c) -> None:
@@ -337,17 +343,11 @@ class Trainer:
             where = "the initial model" if task < 0 else f"task {task + 1} step {step}"
             warn(f'the evaluation of {", ".join(bad)} at {where} diverged (score nan/inf, written as "nan")')
         global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
-        if self.accelerator.is_main_process:
-            record = {"global_step": global_step, "task": task, "step": step, "scores": scores}
-            self.run_dir.append("evals.jsonl", record | ({"details": details} if details else {}))
-            if shown:  # what was scored: the first answers of each task next to their targets
-                trained = self.task_names[task] if task >= 0 else None
-                where = {"global_step": global_step, "task": task, "step": step, "trained": trained}
-                self.run_dir.append("predictions.jsonl", where | {"predictions": shown})
-        if self.cfg.tracking:
-            named = {f"eval/{name}": score for name, score in zip(self.columns, scores, strict=True)}
-            self.accelerator.log(named, step=global_step)
-        self.report(task, step, scores)
+        trained = self.task_names[task] if task >= 0 else None
+        position = stream_position(task, len(self.data), step)
+        elapsed = self.progress.train_seconds + self.progress.eval_seconds
+        where = (global_step, task, step)
+        self.log.evaluation(where, scores, details, shown, trained, position, self.last_loss, elapsed)
         return scores
 
     def route(self, task_index: int) -> AbstractContextManager[None]:
@@ -358,19 +358,10 @@ class Trainer:
         tokens = int(batch.attention_mask.sum()) + sum(
             int(e.attention_mask.sum()) for e in extras if e is not None
         )
-        record = {
-            "global_step": self.global_step(),
-            "task": t,
-            "step": step + 1,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            **{name if name in ("loss", *STEP_STATS) else f"loss_{name}": v for name, v in terms.items()},
-            "tokens_per_s": tokens / max(elapsed, 1e-9),
-        }
-        if self.accelerator.is_main_process:
-            self.run_dir.append("train_log.jsonl", record)
-        if self.cfg.tracking:
-            self.accelerator.log({f"train/{k}": v for k, v in record.items()}, step=record["global_step"])
-        bar.update(bar_task, advance=1, loss=terms["loss"], tps=record["tokens_per_s"])
+        tokens_per_s = tokens / max(elapsed, 1e-9)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.log.step(self.global_step(), t, step + 1, lr, terms, tokens_per_s)
+        bar.update(bar_task, advance=1, loss=terms["loss"], tps=tokens_per_s)
         self.last_loss = terms["loss"]
 
     def checkpoint(self, tag: str) -> None:
@@ -392,42 +383,10 @@ class Trainer:
             self.run_dir.prune_checkpoints(self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
-    def write_results(self) -> None:
-        if self.accelerator.is_main_process:
-            result = write_results(self.run_dir, self.progress, self.task_names, self.data)
-            if self.cfg.tracking:
-                metrics = {f"metrics/{k}": v for k, v in result["metrics"].items() if v is not None}
-                if kept := result.get("kept"):
-                    metrics |= {f"metrics/kept_{k}": kept[k] for k in ("mean_drop", "worst_drop")}
-                self.accelerator.log(metrics, step=self.global_step())
-        if self.cfg.tracking:
-            self.accelerator.end_training()
-
     def write_sample(self, name: str, record: dict) -> None:
         """`MethodContext.write_sample`: a method's record, stamped with the global step it serves
         (1-based, as train_log.jsonl: a resume drops the records after its checkpoint)."""
-        if self.accelerator.is_main_process:
-            self.run_dir.append(f"{name}.jsonl", {"global_step": self.global_step() + 1, **record})
-
-    def progress_bar(self):
-        return progress_bar(enabled=self.show_progress and self.accelerator.is_main_process)
-
-    def report(self, task: int, step: int, scores: list[float]) -> None:
-        """Off a terminal (no live bars there), a line per finished evaluation."""
-        if self.show_progress and self.accelerator.is_main_process and not on_terminal():
-            elapsed = self.progress.train_seconds + self.progress.eval_seconds
-            where = stream_position(task, len(self.data), step)
-            print_line(eval_line(self.cfg.name, where, self.last_loss, scores, elapsed))
-
-
-def method_labels(names: list[str]) -> list[str]:
-    """Each method's name, numbered (`l2_1`, `l2_2`) when the list holds it more than once."""
-    seen: dict[str, int] = {}
-    labels = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        labels.append(f"{name}_{seen[name]}" if names.count(name) > 1 else name)
-    return labels
+        self.log.sample(name, self.global_step() + 1, record)
 
 
 def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:

@@ -161,3 +161,13 @@ def method_entry(name: str) -> MethodEntry:
 def registered() -> dict[str, MethodEntry]:
     """Every method's entry (imports every method)."""
     return {name: method_entry(name) for name in method_names()}
+
+
+def method_labels(names: list[str]) -> list[str]:
+    """Each method's name, numbered (`l2_1`, `l2_2`) when the list holds it more than once."""
+    seen: dict[str, int] = {}
+    labels = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        labels.append(f"{name}_{seen[name]}" if names.count(name) > 1 else name)
+    return labels
