@@ -239,6 +239,36 @@ def kept_table(title: str, matrix: dict[str, Any], result: dict[str, Any]) -> Ta
     return table
 
 
+def kept_comparison_table(runs: list[tuple[str, dict[str, Any]]]) -> Table | None:
+    """Runs that kept the same sets, side by side: the initial model's row (of the first run), then
+    each run's scores after its last task, and the mean of the fraction-scored sets (loss columns
+    left out of it: their units differ) with its drop from the initial model. None unless at least
+    two runs kept the same sets."""
+    kept = [tuple(m.get("kept", ())) for _, m in runs]
+    if len(runs) < 2 or not kept[0] or len(set(kept)) > 1:
+        return None
+    first = runs[0][1]
+    n = len(first["tasks"])
+    fractions = [c for c, metric in enumerate(first["kept_metrics"]) if metric != "loss"]
+
+    def mean(row: list[float]) -> float:
+        return sum(row[c] for c in fractions) / len(fractions) if fractions else float("nan")
+
+    table = Table(title="Kept sets after the last task, run by run", title_justify="left")
+    table.add_column("run", overflow="fold")
+    for name, metric in zip(kept[0], first["kept_metrics"], strict=True):
+        table.add_column(f"{name}\n{METRIC_LABEL.get(metric, metric)}", justify="right")
+    table.add_column("mean\n(fractions)", justify="right")
+    table.add_column("mean\ndrop", justify="right")
+    initial = first["baseline"][n:]
+    table.add_row("(initial model)", *(f"{v:.3f}" for v in initial), f"{mean(initial):.3f}", "", style="dim")
+    for label, matrix in runs:
+        final = matrix["rows"][-1][n:] if matrix["rows"] else matrix["baseline"][n:]
+        drop = mean(matrix["baseline"][n:]) - mean(final)
+        table.add_row(label, *(f"{v:.3f}" for v in final), f"{mean(final):.3f}", f"{drop:+.3f}")
+    return table
+
+
 def metrics_table(runs: list[tuple[str, dict[str, Any]]]) -> Table:
     table = Table(
         title="Metrics (higher is better; FGT: lower is better; FWD vs the initial model)",
@@ -279,6 +309,9 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
     console.print(
         metrics_table([(label, result) for label, (_, _, result) in zip(labels, loaded, strict=True)])
     )
+    matrices = [(label, matrix) for label, (_, matrix, _) in zip(labels, loaded, strict=True)]
+    if (compared := kept_comparison_table(matrices)) is not None:
+        console.print(compared)
     for label, (_, _, result) in zip(labels, loaded, strict=True):
         if line := environment_line(result):
             console.print(f"{label} ran on {line}", highlight=False, markup=False, soft_wrap=True)

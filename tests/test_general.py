@@ -284,3 +284,28 @@ def test_a_nan_kept_score_stays_nan():
     assert math.isnan(out["drop"][1]) and math.isnan(out["mean_drop"]) and out["drop"][0] == 0.5
     with pytest.raises(ValueError):
         kept_drops([1.0], [[1.0, 2.0]])
+
+
+def test_runs_that_kept_the_same_sets_are_compared_side_by_side():
+    from rich.console import Console
+
+    from lifelong.report import kept_comparison_table
+
+    def matrix(final: list[float]) -> dict:
+        return {
+            "tasks": ["t"],
+            "kept": ["general/capitals", "general/english"],
+            "kept_metrics": ["answer_contains", "loss"],
+            "baseline": [0.0, 0.4, -4.0],
+            "rows": [[0.9, *final]],
+        }
+
+    table = kept_comparison_table([("naive", matrix([0.1, -4.5])), ("self_replay", matrix([0.3, -4.1]))])
+    console = Console(record=True, width=200)
+    console.print(table)
+    lines = {line.split("│")[1].strip(): line for line in console.export_text().splitlines() if "│" in line}
+    assert "0.400" in lines["(initial model)"]  # the mean leaves the loss column out
+    assert "+0.300" in lines["naive"] and "+0.100" in lines["self_replay"]  # drops of that mean
+    assert kept_comparison_table([("a", matrix([0.1, -4.5]))]) is None  # one run: nothing to compare
+    other = matrix([0.1, -4.5]) | {"kept": ["general/currencies", "general/english"]}
+    assert kept_comparison_table([("a", matrix([0.1, -4.5])), ("b", other)]) is None

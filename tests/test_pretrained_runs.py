@@ -20,10 +20,13 @@ from lifelong.train import Trainer
 from tests.conftest import small_config_dict
 
 
-def save_base(folder, seed: int = 0):
-    """A tiny byte-level Llama saved as a Hugging Face directory: its vocabulary lacks the task tokens."""
+def save_base(folder, seed: int = 0, bos: bool = False):
+    """A tiny byte-level Llama saved as a Hugging Face directory: its vocabulary lacks the task tokens
+    (with `bos`, its tokenizer has a bos token, as most pretrained ones do)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(None, [])
+    if bos:
+        tokenizer.add_special_tokens({"bos_token": "<s>"})
     overrides = {"hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "num_layers": 1}
     build_preset("tiny", len(tokenizer), 32, overrides).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -139,6 +142,16 @@ def test_self_replay_writes_its_samples(small_config):
         assert record["training"] == "add"
         assert 1 <= len(record["rows"]) <= 8
         assert all(row["task"] == "reverse" and row["text"].startswith("<reverse>") for row in record["rows"])
+
+
+def test_samples_of_the_base_model_are_named_base(tmp_path):
+    base = save_base(tmp_path / "base", bos=True)
+    methods = [{"name": "self_replay", "refresh_every": 3, "include_base": True}]
+    cfg = pretrained_config(tmp_path, base, methods, steps_per_task=6, checkpoint_every=6)
+    records = read_log(lifelong.run(cfg, show_progress=False).path / "samples.jsonl")
+    assert records[0]["training"] == "reverse"  # the first task: the base alone is replayed
+    assert {row["task"] for row in records[0]["rows"]} == {"base"}
+    assert {row["task"] for r in records if r["training"] == "add" for row in r["rows"]} == {"base", "reverse"}
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ from lifelong.seeding import generator
 # over the replay rows at every step) when the chunk's (rows x width x vocab) stays under this many
 # floats (256 MB); larger vocabularies fall back to the teacher forward.
 MAX_CACHED_LOGITS = 2**26
+BASE = "base"  # samples.jsonl's name for the rows of include_base
 SHOWN_ROWS = 8  # decoded rows per replayed task written to the run's samples.jsonl at each refresh
 
 
@@ -74,6 +75,7 @@ class SelfReplay(Method):
         self.batch_logits: torch.Tensor | None = None  # those of the rows served at this step
         self.batch_tasks: list[int] | None = None  # and their tasks (also of stored rows)
         self.served = 0  # rows of the chunk already used
+        self.fresh_base: list[bool] = []  # which rows of the newest chunk were prompted by bos alone
 
     def setup(self, model, ctx):
         self.ctx = ctx
@@ -152,19 +154,22 @@ class SelfReplay(Method):
         # way the base would go on (a chat model: turn after turn)
         base = len(prompt_tasks) - 1 if self.base_prompt else -1
         stops = [tokens.shape[1] if i == base else stops_per_row(stream) for i in which]
+        self.fresh_base = [i == base for i in which]  # for show_samples, right after
         return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id, stops)
 
     def show_samples(self, task_index: int, step: int) -> None:
         """The first SHOWN_ROWS rows of the fresh chunk per replayed task, decoded, into samples.jsonl."""
         stream, chunk = self.ctx.stream, self.chunk
         names = [t.name for t in stream.tasks]
-        tasks = self.chunk_tasks.tolist()
-        rows, shown = [], dict.fromkeys(range(len(names)), 0)
-        for i, j in enumerate(tasks):
-            if shown[j] < SHOWN_ROWS:
-                shown[j] += 1
+        # a base row (include_base) is named "base": it is routed as a task but prompted by bos alone
+        routed = self.chunk_tasks.tolist()
+        replayed = [BASE if base else names[j] for j, base in zip(routed, self.fresh_base, strict=True)]
+        rows, shown = [], dict.fromkeys(set(replayed), 0)
+        for i, name in enumerate(replayed):
+            if shown[name] < SHOWN_ROWS:
+                shown[name] += 1
                 ids = chunk.input_ids[i][chunk.attention_mask[i].bool()].tolist()
-                rows.append({"task": names[j], "text": self.ctx.tokenizer.decode(ids)})
+                rows.append({"task": name, "text": self.ctx.tokenizer.decode(ids)})
         self.ctx.write_sample("samples", {"training": names[task_index], "step": step, "rows": rows})
 
     def loss_terms(self, model, task, replay):
