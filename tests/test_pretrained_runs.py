@@ -70,6 +70,23 @@ def test_a_lora_checkpoint_holds_only_what_trains_and_resumes_the_same(tmp_path)
     assert [r["loss"] for r in read_log(whole.path / "train_log.jsonl")] == losses
 
 
+def test_a_teacher_over_a_frozen_base_is_saved_as_its_adapters_and_resumes_the_same(tmp_path):
+    base = save_base(tmp_path / "base")
+    methods = [{"name": "self_replay", "loss": "kl", "refresh_every": 2}, "lora"]
+    whole = lifelong.run(pretrained_config(tmp_path, base, methods), show_progress=False)
+    mid = whole.path / "checkpoints" / "task-002-step-0000002"  # task 2 has a teacher
+    teacher = [k for k in load_file(str(mid / "method-0.safetensors")) if k.startswith("teacher.")]
+    assert teacher and all("lora_" in k or "trainable_tokens" in k for k in teacher), teacher
+    losses = [r["loss"] for r in read_log(whole.path / "train_log.jsonl")]
+    shutil.rmtree(whole.path / "checkpoints" / "after-task-002")
+    (whole.path / "checkpoints" / "latest").write_text(f"{mid.name}\n")
+    for name in ("summary.json", "matrix.json", "matrix.csv", "curves.png"):
+        (whole.path / name).unlink()
+    resumed = lifelong.resume(whole.path, show_progress=False)
+    assert resumed.progress.matrix == whole.progress.matrix
+    assert [r["loss"] for r in read_log(whole.path / "train_log.jsonl")] == losses
+
+
 def test_resume_refuses_a_changed_base(tmp_path):
     base = save_base(tmp_path / "base")
     result = lifelong.run(pretrained_config(tmp_path, base, ["lora"]), show_progress=False)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from lifelong.data.batching import Batch, EncodedSet, concat, pad_rows
+from lifelong.errors import UserError
 from lifelong.methods.base import (
     Forward,
     Method,
@@ -200,9 +201,12 @@ def balanced_quotas(capacity: int, n_tasks: int) -> list[int]:
 
 
 def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A frozen, eval-mode copy of the model: the teacher pi of self-replay and KL replay."""
+    """A frozen, eval-mode copy of the model: the teacher pi of self-replay and KL replay. It notes
+    which of the model's parameters were trainable when it was taken (`teacher_state` saves only
+    those: the others stay equal in the model for the rest of the task)."""
     teacher = copy.deepcopy(model).eval()
     teacher.requires_grad_(False)
+    teacher.moving_names = {n for n, p in model.named_parameters() if p.requires_grad}
     return teacher
 
 
@@ -357,16 +361,27 @@ class Replay(Method):
 
 
 def teacher_state(teacher: torch.nn.Module | None) -> dict[str, torch.Tensor]:
-    return {f"teacher.{k}": v for k, v in (teacher.state_dict() if teacher else {}).items()}
+    """The teacher's tensors a checkpoint needs: the parameters that were trainable when it was taken
+    and every buffer. A frozen parameter is the model's own until the task ends, so a teacher over a
+    frozen base (LoRA, prompts) saves megabytes, not a second copy of the base."""
+    if teacher is None:
+        return {}
+    buffers = {n for n, _ in teacher.named_buffers()}
+    kept = teacher.moving_names | buffers
+    return {f"teacher.{k}": v for k, v in teacher.state_dict().items() if k in kept}
 
 
 def load_teacher(state: dict[str, Any], model: torch.nn.Module) -> torch.nn.Module | None:
-    """A frozen copy of `model` holding the saved `teacher.*` weights, or None if none were saved."""
+    """A frozen copy of `model` holding the saved `teacher.*` tensors (the rest: the model's own,
+    unchanged since the teacher was taken), or None if none were saved."""
     weights = {k.removeprefix("teacher."): v for k, v in state.items() if k.startswith("teacher.")}
     if not weights:
         return None
     teacher = frozen_copy(model)
-    teacher.load_state_dict(weights)
+    unexpected = teacher.load_state_dict(weights, strict=False).unexpected_keys
+    if unexpected:
+        raise UserError(f"a checkpoint's teacher holds tensors the model lacks: {', '.join(unexpected[:3])}")
+    teacher.moving_names = {n for n, _ in teacher.named_parameters() if n in weights}
     return teacher
 
 
