@@ -1,5 +1,6 @@
 """One training step on a real pretrained base (SmolLM2-135M-Instruct from the model cache): full
-fine-tuning against LoRA r=16, at batch 8 x 128 tokens.
+fine-tuning against LoRA r=16, at batch 8 x 128 tokens; and the evaluation time per 100 generated
+answers (the general suite's capitals and arithmetic questions through the chat template).
 
 Each variant runs in its own child process (so its peak resident memory is its own): the base loaded
 from the cache, LoRA injected with lifelong's `add_adapters` (stock PEFT) for the LoRA variant, fused
@@ -46,6 +47,7 @@ from common import (  # noqa: E402
 
 BASE = "smollm2-135m-instruct"
 VARIANTS = ("full", "lora")
+ANSWERS = 100  # generated answers timed: the general suite's capitals and arithmetic questions, 50 each
 
 
 def peak_rss_mb() -> float:
@@ -100,9 +102,32 @@ def measure(variant: str, batch: int, seq: int, steps: int) -> dict:
     }
 
 
+def measure_answers(batch: int) -> dict:
+    """In the child: the seconds to generate and score ANSWERS answers as a run's evaluation does
+    (greedy, KV cache, through the chat template, `batch` questions a forward)."""
+    from lifelong.data import build_stream
+    from lifelong.data.batching import encode_stream
+    from lifelong.data.spec import StreamConfig
+    from lifelong.evaluate import evaluate_task
+    from lifelong.models import load_pretrained
+    from lifelong.models.cache import require_cached
+
+    model, tokenizer, _ = load_pretrained(str(require_cached(BASE)), [])
+    options = {"sets": ["capitals", "arithmetic"], "n_eval": ANSWERS // 2}
+    cfg = StreamConfig(builtin="general", options=options, format="chat", task_token=False)
+    stream = encode_stream(build_stream(cfg, 0), tokenizer, 256)
+    model.eval()
+    evaluate_task(model, stream.tasks[0], stream, batch, 2)  # warm-up
+    start = time.perf_counter()
+    with torch.no_grad():
+        scores = [evaluate_task(model, task, stream, batch, None).score for task in stream.tasks]
+    return {"variant": "answers", "seconds": time.perf_counter() - start, "scores": scores}
+
+
 def run_child(variant: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", variant, "--batch", str(args.batch), "--seq", str(args.seq)]
-    cmd += ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd += ["--steps", str(args.steps), "--eval-batch", str(args.eval_batch)]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"the {variant} child failed:\n{out.stderr[-2000:]}")
@@ -131,11 +156,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up)")
-    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=(*VARIANTS, "answers"), help=argparse.SUPPRESS)
+    parser.add_argument("--eval-batch", type=int, default=20, help="questions a forward when answering")
     add_threads_option(parser)
     args = parser.parse_args()
     apply_threads(args)
     quiet()
+    if args.child == "answers":
+        print(json.dumps(measure_answers(args.eval_batch)))
+        return
     if args.child:
         print(json.dumps(measure(args.child, args.batch, args.seq, args.steps)))
         return
@@ -150,6 +179,7 @@ def main() -> None:
     header(f"pretrained_step: {BASE}, batch {args.batch} x {args.seq} tokens, {args.steps} timed steps")
     peaks = [matmul_peak_gflops()]
     results = [run_child(v, args) for v in VARIANTS]
+    answers = run_child("answers", args)
     peaks.append(matmul_peak_gflops())
     peak = median(peaks)
     tokens = args.batch * args.seq
@@ -182,6 +212,10 @@ def main() -> None:
     headers = ["variant", "trains", "step s", "tokens/s", "peak RSS MB", "of it training", "GFLOP/s"]
     print_table([*headers, "of fp32 peak"], rows, floatfmt=".2f")
     print(f"fp32 matmul peak {peak:.1f} GFLOP/s (n=1024; {', '.join(f'{p:.1f}' for p in peaks)})")
+    per_100 = answers["seconds"] * 100 / ANSWERS
+    result_line("pretrained_step.answers", seconds_per_100=per_100, eval_batch=args.eval_batch)
+    print(f"evaluation: {per_100:.1f} s per 100 generated answers ({args.eval_batch} a forward; ", end="")
+    print(f"capitals {answers['scores'][0]:.3f}, arithmetic {answers['scores'][1]:.3f})")
 
 
 if __name__ == "__main__":
