@@ -3,12 +3,12 @@
 Each task teaches one tool by examples in the fixed call format of lifelong/tools/executor.py: the
 question, the model's call, the executor's result, the final answer,
 
-    <calculator> What is (23 + 48) * 2?
+    <calculator>What is (23 + 48) * 2?
     <call>calculator: (23 + 48) * 2</call>
     <result>142</result>
     142
 
-- `calculator`: + - * / ** and parentheses on numbers of one or two digits ("Calculate 7 * (12 - 5).");
+- `calculator`: + - * / ** and parentheses on whole numbers, mostly 2 to 99 ("Calculate 7 * (12 - 5).");
 - `dates`: a date some days after or before another, or the days between two dates, 2000-2030;
 - `units`: a quantity converted between two units of one kind (length, mass, volume, temperature);
 - `countries`: the capital, region or currency of a country (countryinfo, pycountry's names).
@@ -121,7 +121,7 @@ def drawn_questions(name: str, n: int, seed: int) -> list[Question]:
         question, call = make(rng)
         by_call.setdefault(call, question)
     if len(by_call) < n:
-        raise UserError(f"tools: {name} has only {len(by_call)} distinct questions, asked for {n}")
+        raise UserError(f"tools: {name} has only {len(by_call)} distinct calls, asked for {n}")
     return [(q, call) for call, q in by_call.items()]
 
 
@@ -166,7 +166,21 @@ def tools_stream(
     )
 
 
-TOOL_TRAIN = dict(TASK_TRAIN)
+# The skill is copying: the call's arguments out of the question, the result into the answer. On the
+# calculator (an en-tiny pretrained on 0.5 tokens a parameter): 500 steps of 16 at LR 3e-3 write the
+# right calls but not yet the answers (0.02); 1000 steps of 32 at LR 1e-3 reach 0.99; 500 steps of 16
+# at 1e-3 still 0. 800 steps of 16 keep a naive and a self-replay run side by side near 20 minutes on
+# 2 busy cores (50 steps a task measured 0.25 s a step naive, 0.38 s self-replay).
+TOOL_TRAIN = {
+    **TASK_TRAIN,
+    "steps_per_task": 800,
+    "batch_size": 16,
+    "lr": 3.0e-3,
+    "warmup_steps": 50,
+    "eval_every": 400,
+    "checkpoint_every": 400,
+    "eval_examples": 100,
+}
 
 register_stream(
     "tools",
