@@ -21,6 +21,12 @@ Scores are "higher is better" everywhere:
   (its log-probs are computed once, `EncodedSet.reference`), so every row of the matrix is measured
   against the same baseline and a fall down a column is forgetting, not a moved reference. The initial
   model itself scores 0 (every margin is 0).
+- tool_success: the model calls a tool and answers with its result (lifelong/tools/executor.py has
+  the format). Greedy generation after the question, cut where the call closes (`</call>`); the
+  executor runs the call and its result's tokens are appended; greedy generation goes on to the
+  answer, which is scored like exact_match. A generation that does not start with a well-formed call
+  (`<call>`, a known tool, arguments in its syntax) scores 0, and the fraction of those is reported
+  next to it as `malformed_calls` (lower is better). Both generations are batched.
 Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards. The
 first examples' answers can be collected next to their targets (`predictions`), from the same
 generations that are scored.
@@ -43,9 +49,23 @@ from lifelong.losses import next_token_loss
 from lifelong.preference import reference_logprobs, reward_margins
 from lifelong.sampling import cache_keyword, generate
 from lifelong.scoring import TEXT_METRICS
+from lifelong.tools.executor import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    RESULT_CLOSE,
+    RESULT_OPEN,
+    execute,
+    find_call,
+    result_segment,
+    split_target,
+)
 
 # Scores computed from the same generations as a task's metric and reported next to it.
-ALSO_REPORTED = {"chrf": ("bleu",), "preference_accuracy": ("reward_margin",)}
+ALSO_REPORTED = {
+    "chrf": ("bleu",),
+    "preference_accuracy": ("reward_margin",),
+    "tool_success": ("malformed_calls",),
+}
 # Characters dropped from the end of an answer and of its target before they are compared.
 TRAILING_PUNCTUATION = ".,;:!?"
 # Tokens generated past the longest target (at least), so an answer can be followed by its stop token
@@ -134,6 +154,11 @@ def evaluate_task(
         return exact_match(model, prompts, targets, stream, batch_size)
     if task.metric == "accuracy":
         return choice_accuracy(model, prompts, targets, task.choices, stream, batch_size)
+    if task.metric == "tool_success":
+        scores, scored = tool_success(model, prompts, targets, stream, batch_size)
+        if details is not None:
+            details[task.name] = scores
+        return scored
     rows = [p + t for p, t in zip(prompts, targets, strict=True)]
     logprob, count = sequence_logprobs(model, rows, [task.eval.prefix_len] * n, stream.pad_id, batch_size)
     return Scored(float(logprob.sum() / count.sum()))
@@ -230,6 +255,66 @@ def text_scores(
     sources = [stream.decode(p[stream.prefix_len :]) for p in prompts]
     names = (metric, *ALSO_REPORTED.get(metric, ()))
     return {name: TEXT_METRICS[name](predictions, references, sources) for name in names}, predictions
+
+
+def tool_success(
+    model, prompts, targets, stream: EncodedStream, batch_size: int
+) -> tuple[dict[str, float], Scored]:
+    """tool_success and malformed_calls of the examples, and each one's transcript (its call, the
+    result fed back, its answer) as the answer it gave."""
+    assert stream.encode is not None, "a tool task's evaluation tokenizes the results"
+    wanted = [split_target(stream.decode(until_eos(t, stream.eos_id)))[2] for t in targets]
+    budget = max(len(t) for t in targets) + ANSWER_SLACK  # a call is shorter than its whole target
+    first = generate_within(model, prompts, budget, stream, batch_size)
+    calls = [call_tokens(row, stream) for row in first]  # (tokens up to `</call>`, the call) or None
+    results = {i: execute(c[1]) for i, c in enumerate(calls) if c is not None}
+    fed = {i: prompts[i] + calls[i][0] + stream.encode(result_segment(r)) for i, r in results.items()}
+    answers = answers_after(model, fed, max(len(stream.encode(w)) for w in wanted), stream, batch_size)
+    hits = [i in answers and normalise(answers[i]) == normalise(w) for i, w in enumerate(wanted)]
+    transcripts = [
+        f"{CALL_OPEN}{c[1]}{CALL_CLOSE} {RESULT_OPEN}{results[i].fed_back}{RESULT_CLOSE} {answers.get(i, '')}"
+        if c is not None
+        else stream.decode(until_eos(first[i], stream.eos_id))
+        for i, c in enumerate(calls)
+    ]
+    malformed = sum(c is None or results[i].malformed for i, c in enumerate(calls))
+    scores = {"tool_success": sum(hits) / len(hits), "malformed_calls": malformed / len(hits)}
+    return scores, Scored(scores["tool_success"], transcripts, hits)
+
+
+def generate_within(model, prompts, budget: int, stream: EncodedStream, batch_size: int) -> list[list[int]]:
+    """Greedy continuations of `prompts`, up to `budget` tokens or the end of the model's context."""
+    budget = min(budget, stream.context_length - max(len(p) for p in prompts))
+    if budget < 1:
+        raise UserError("the prompts fill the model's context: no room left to generate an answer")
+    out = generate(
+        model, prompts, budget, stream.pad_id, greedy=True, stop_id=stream.eos_id, batch_size=batch_size
+    )
+    return out.tolist()
+
+
+def answers_after(
+    model, fed: dict[int, list[int]], longest: int, stream: EncodedStream, batch_size: int
+) -> dict[int, str]:
+    """The answer text generated after each row of `fed` (example -> its prompt, call and result) that
+    leaves room in the context for `longest` answer tokens and the slack; the others answer nothing."""
+    budget = longest + ANSWER_SLACK
+    fed = {i: row for i, row in fed.items() if len(row) + budget <= stream.context_length}
+    if not fed:
+        return {}
+    rows = generate_within(model, list(fed.values()), budget, stream, batch_size)
+    return {i: answer_text(row, stream) for i, row in zip(fed, rows, strict=True)}
+
+
+def call_tokens(ids: list[int], stream: EncodedStream) -> tuple[list[int], str] | None:
+    """A generation's tokens up to the one that closes its call, and the call (the text between the
+    markers); None if the generation does not start with a call that it closes."""
+    ids = until_eos(ids, stream.eos_id)
+    call = find_call(stream.decode(ids))
+    if call is None:
+        return None
+    end = next(k for k in range(1, len(ids) + 1) if CALL_CLOSE in stream.decode(ids[:k]))
+    return ids[:end], call
 
 
 def until_eos(ids: list[int], eos_id: int) -> list[int]:

@@ -24,6 +24,7 @@ METRIC_LABEL = {
     "chrf": "chrF / 100",
     "bleu": "BLEU / 100",
     "entity_f1": "entity F1",
+    "tool_success": "tool success",
 }
 
 

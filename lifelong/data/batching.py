@@ -7,6 +7,10 @@ length clipping). The stop token is eos, or the chat template's end of turn. Tex
 windows of the row limit, each with the prefix. Rows are stored right-padded in one tensor per split
 so that a batch is an index operation.
 
+A tool example's row is `prefix + prompt + call + result + answer + [stop]`, its segments tokenized
+apart (evaluation appends the result's tokens to the model's own call the same way); the result's
+tokens are a hole in the loss mask: the executor writes them, the model never has to.
+
 A preference example gives two rows sharing the prompt, `prefix + prompt + chosen + [stop]` and
 `prefix + prompt + rejected + [stop]`, stored next to each other (rows 2i and 2i+1); a batch of B pairs
 is 2B rows, the B chosen rows first, and its loss mask is on the answer tokens (the stop included).
@@ -25,6 +29,7 @@ from lifelong.data.render import Rows, RowWriter, common_prefix
 from lifelong.data.task import DPO_BETA, Example, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
+from lifelong.tools.executor import split_target
 
 LossOn = Literal["sequence", "target"]
 
@@ -114,6 +119,8 @@ class EncodedSet:
     # With `pairs`: each pair's summed answer log-probs (chosen, rejected) under the DPO reference,
     # (N/2, 2) float; the trainer fills it (train: the model at the task's start; eval: the initial model).
     reference: torch.Tensor | None = None
+    # Tool rows: [start, end) of each row's tool result, (N, 2) long, never in the loss; None: no holes.
+    holes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.ids.shape[0] // 2 if self.pairs else self.ids.shape[0]
@@ -132,6 +139,9 @@ class EncodedSet:
         attention = pos < lengths.unsqueeze(1)  # (B, T)
         start = self.target_start[rows] if loss_on == "target" else torch.full_like(lengths, self.prefix_len)
         loss_mask = attention & (pos >= start.unsqueeze(1))
+        if self.holes is not None:
+            hole = self.holes[rows]  # (B, 2)
+            loss_mask &= (pos < hole[:, :1]) | (pos >= hole[:, 1:])
         return Batch(ids, attention.long(), loss_mask)
 
     def _first(self, limit: int | None) -> list[int]:
@@ -164,12 +174,17 @@ def cat_sets(sets: list[EncodedSet], pad_id: int) -> EncodedSet:
     if len({s.pairs for s in sets}) > 1:
         raise UserError("preference tasks cannot be trained together with tasks of another kind")
     width = max(s.ids.shape[1] for s in sets)
+    holes = None
+    if any(s.holes is not None for s in sets):  # rows without a hole get an empty one
+        empty = [torch.zeros((s.ids.shape[0], 2), dtype=torch.long) for s in sets]
+        holes = torch.cat([e if s.holes is None else s.holes for s, e in zip(sets, empty, strict=True)])
     return EncodedSet(
         torch.cat([pad_width(s.ids, width, pad_id) for s in sets]),
         torch.cat([s.lengths for s in sets]),
         torch.cat([s.target_start for s in sets]),
         sets[0].prefix_len,
         sets[0].pairs,
+        holes=holes,
     )
 
 
@@ -199,6 +214,8 @@ class EncodedStream:
     notes: list[str] = field(default_factory=list)  # rows clipped or skipped, for the run's log
     # kept columns (evaluated, never trained; `Stream.kept`): not in `tasks`, nor in `max_len`
     kept: list[EncodedTask] = field(default_factory=list)
+    # text -> token ids, no special tokens added (a tool task's evaluation tokenizes the results)
+    encode: Callable[[str], list[int]] | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -227,7 +244,16 @@ def encode_stream(stream: Stream, tokenizer, max_length: int) -> EncodedStream:
     notes = [t.note for t in tasks if t.note]
     kept = [encode_kept(task, tokenizer, max_length) for task in stream.kept]
     return EncodedStream(
-        stream.name, tasks, pad_id, stops.pop(), max_len, max_length, decoder(tokenizer), notes, kept
+        stream.name,
+        tasks,
+        pad_id,
+        stops.pop(),
+        max_len,
+        max_length,
+        decoder(tokenizer),
+        notes,
+        kept,
+        encoder(tokenizer),
     )
 
 
@@ -236,6 +262,13 @@ def decoder(tokenizer) -> Callable[[list[int]], str]:
         return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     return decode
+
+
+def encoder(tokenizer) -> Callable[[str], list[int]]:
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    return encode
 
 
 def row_limit(task: Task, max_length: int) -> int:
@@ -253,6 +286,8 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         rows = {s: _text_rows(task, s, tokenizer, writer.lead, limit) for s in ("train", "eval")}
     elif task.kind == "preference":
         rows = {s: _preference_rows(writer, getattr(task, s), s) for s in ("train", "eval")}
+    elif task.kind == "tool":
+        rows = {s: _tool_rows(writer, getattr(task, s), s) for s in ("train", "eval")}
     else:
         rows = {s: writer.encode(getattr(task, s), s) for s in ("train", "eval")}
     for split, r in rows.items():
@@ -260,7 +295,7 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
             raise UserError(f"task {task.name!r}: no {split} example fits the limit of {limit} tokens")
     every = [*rows["train"].rows, *rows["eval"].rows]
     prefix = common_prefix(every, min([*rows["train"].fixed, *rows["eval"].fixed]))
-    train, eval_ = (_pack(rows[s].rows, rows[s].starts, len(prefix), tokenizer.pad_token_id) for s in rows)
+    train, eval_ = (_pack(rows[s], len(prefix), tokenizer.pad_token_id) for s in rows)
     train.pairs = eval_.pairs = task.kind == "preference"
     choices: list[list[int]] = []
     if task.metric == "accuracy":
@@ -299,7 +334,7 @@ def encode_kept(task: Task, tokenizer, max_length: int) -> EncodedTask:
         raise UserError(f"kept set {task.name!r} has no examples")
     untokened = dataclasses.replace(task.format, task_token=False)
     encoded = encode_task(dataclasses.replace(task, train=task.eval, format=untokened), tokenizer, max_length)
-    encoded.train = _pack([], [], encoded.eval.prefix_len, tokenizer.pad_token_id)
+    encoded.train = _pack(Rows(), encoded.eval.prefix_len, tokenizer.pad_token_id)
     return encoded
 
 
@@ -336,10 +371,43 @@ def _text_rows(task: Task, split: str, tokenizer, prefix: list[int], limit: int)
     return out
 
 
-def _pack(rows: list[list[int]], starts: list[int], prefix_len: int, pad_id: int) -> EncodedSet:
-    ids, _ = pad_rows(rows, pad_id)
-    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    return EncodedSet(ids, lengths, torch.tensor(starts, dtype=torch.long), prefix_len)
+def _tool_rows(writer: RowWriter, examples: list[Example], split: str) -> Rows:
+    """Tool rows: the prompt, call, result and answer tokenized apart, the result a hole. A row over
+    the limit is skipped (or, with overlong: error, refused): a clipped question would not match its
+    call."""
+    rendered = [writer.render(ex, ex.prompt) for ex in examples]
+    parts = []
+    for i, (_, prompt, target) in enumerate(rendered):
+        try:
+            parts += [prompt, *split_target(target)]
+        except ValueError as err:
+            raise UserError(f"task {writer.task.name!r} {split} example {i}: {err}") from None
+    ids = writer.ids(parts)
+    out = Rows()
+    for i, (lead, _, _) in enumerate(rendered):
+        prompt, call, result, answer = ids[4 * i : 4 * i + 4]
+        row = [*lead, *prompt, *call, *result, *answer, writer.stop_id]
+        if len(row) > writer.limit:
+            if writer.fmt.overlong == "error":
+                raise UserError(
+                    f"task {writer.task.name!r}: {split} example {i} is {len(row)} tokens long, longer "
+                    f"than the limit of {writer.limit} tokens (a tool row cannot be clipped)"
+                )
+            out.skipped += 1
+            continue
+        start = len(lead) + len(prompt)
+        out.rows.append(row)
+        out.starts.append(start)
+        out.fixed.append(len(lead))
+        out.holes.append((start + len(call), start + len(call) + len(result)))
+    return out
+
+
+def _pack(rows: Rows, prefix_len: int, pad_id: int) -> EncodedSet:
+    ids, _ = pad_rows(rows.rows, pad_id)
+    lengths = torch.tensor([len(r) for r in rows.rows], dtype=torch.long)
+    holes = torch.tensor(rows.holes, dtype=torch.long).view(-1, 2) if rows.holes else None  # (N, 2)
+    return EncodedSet(ids, lengths, torch.tensor(rows.starts, dtype=torch.long), prefix_len, holes=holes)
 
 
 class BatchSchedule:

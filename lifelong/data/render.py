@@ -33,6 +33,7 @@ class Rows:
     rows: list[list[int]] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
     fixed: list[int] = field(default_factory=list)
+    holes: list[tuple[int, int]] = field(default_factory=list)  # tool rows: [start, end) of the result
     clipped: int = 0
     skipped: int = 0
 

@@ -99,7 +99,7 @@ def prompt_format(layers: list[RowFormat], base: PromptFormat | None = None) -> 
 
 class TaskSpec(RowFormat):
     name: str
-    kind: Literal["text", "prompt_target", "preference"] = "prompt_target"
+    kind: Literal["text", "prompt_target", "preference", "tool"] = "prompt_target"
     metric: MetricName | None = None  # default by kind
     token: str | None = None  # the token that starts every sequence; default "<name>"
     train: DataSource
@@ -110,7 +110,9 @@ class TaskSpec(RowFormat):
     @model_validator(mode="after")
     def _defaults(self) -> TaskSpec:
         if self.metric is None:
-            self.metric = {"text": "loss", "preference": "preference_accuracy"}.get(self.kind, "exact_match")
+            self.metric = {"text": "loss", "preference": "preference_accuracy", "tool": "tool_success"}.get(
+                self.kind, "exact_match"
+            )
         if self.token is None:
             self.token = f"<{self.name}>"
         if self.kind == "text" and self.metric != "loss":
@@ -121,6 +123,8 @@ class TaskSpec(RowFormat):
             raise ValueError(
                 f"task {self.name!r}: preference tasks, and only they, are scored by 'preference_accuracy'"
             )
+        if (self.kind == "tool") != (self.metric == "tool_success"):
+            raise ValueError(f"task {self.name!r}: tool tasks, and only they, are scored by 'tool_success'")
         return self
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TaskKind = Literal["text", "prompt_target", "preference"]
+TaskKind = Literal["text", "prompt_target", "preference", "tool"]
 MetricName = Literal[
     "exact_match",
     "exact_match_strict",
@@ -16,6 +16,7 @@ MetricName = Literal[
     "bleu",
     "entity_f1",
     "preference_accuracy",
+    "tool_success",
 ]
 Overlong = Literal["clip", "skip", "error"]
 Turn = tuple[str, str]  # (role, content) of a chat message
@@ -70,7 +71,10 @@ class Task:
     kind "text" trains on raw text (next-token loss) and is scored by held-out loss; kind
     "prompt_target" trains on prompt -> target and is scored by exact match of the greedy
     generation or by accuracy over the task's label set; kind "preference" trains with DPO on
-    (prompt, chosen, rejected) and is scored by preference accuracy. Every sequence starts with `token`.
+    (prompt, chosen, rejected) and is scored by preference accuracy; kind "tool" trains on a question
+    -> a tool call, its result and the final answer (`target` in lifelong/tools/executor.py's format;
+    the result's tokens are not trained) and is scored by `tool_success`, the executor running the
+    model's own calls. Every sequence starts with `token`.
     """
 
     name: str

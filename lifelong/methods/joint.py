@@ -38,7 +38,10 @@ def repeated(rows: EncodedSet, n: int) -> EncodedSet:
     idx = torch.arange(n) % len(rows)  # (n,)
     if rows.pairs:
         idx = torch.stack([2 * idx, 2 * idx + 1], dim=1).flatten()  # (2n,): chosen, rejected, ...
-    return EncodedSet(rows.ids[idx], rows.lengths[idx], rows.target_start[idx], rows.prefix_len, rows.pairs)
+    holes = None if rows.holes is None else rows.holes[idx]  # (n, 2): a tool row's result stays a hole
+    return EncodedSet(
+        rows.ids[idx], rows.lengths[idx], rows.target_start[idx], rows.prefix_len, rows.pairs, holes=holes
+    )
 
 
 register("joint", JointConfig, Joint)

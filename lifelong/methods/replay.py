@@ -43,6 +43,7 @@ class ReplayBuffer:
         self.capacity, self.gen, self.balanced, self.seen = capacity, gen, balanced, 0
         self.rows: list[torch.Tensor] = []  # 1-D token ids
         self.starts: list[int] = []  # target start of each row
+        self.holes: list[tuple[int, int]] = []  # a tool row's result, not trained ((0, 0): none)
         self.tasks: list[int] = []  # the task each row came from
         self._packed: EncodedSet | None = None  # rows as one tensor, rebuilt after `add`
 
@@ -67,7 +68,7 @@ class ReplayBuffer:
                     data.ids[i, : data.lengths[i]].clone(),
                     int(data.target_start[i]),
                 )
-                self.tasks[slot] = task
+                self.holes[slot], self.tasks[slot] = row_hole(data, i), task
 
     def _add_balanced(self, data: EncodedSet, task: int) -> None:
         quota = balanced_quotas(self.capacity, task + 1)  # a task's quota never grows as tasks arrive
@@ -78,6 +79,7 @@ class ReplayBuffer:
             keep += [rows[int(j)] for j in picks]
         self.rows = [self.rows[i] for i in keep]
         self.starts = [self.starts[i] for i in keep]
+        self.holes = [self.holes[i] for i in keep]
         self.tasks = [self.tasks[i] for i in keep]
         for i in torch.randperm(len(data), generator=self.gen)[: quota[task]].sort().values.tolist():
             self._append(data, i, task)
@@ -86,6 +88,7 @@ class ReplayBuffer:
     def _append(self, data: EncodedSet, i: int, task: int) -> None:
         self.rows.append(data.ids[i, : data.lengths[i]].clone())
         self.starts.append(int(data.target_start[i]))
+        self.holes.append(row_hole(data, i))
         self.tasks.append(task)
 
     def sample(self, n: int, prefix_len: int, pad_id: int, loss_on: str) -> tuple[Batch, list[int]]:
@@ -98,7 +101,9 @@ class ReplayBuffer:
     def as_set(self, prefix_len: int, pad_id: int) -> EncodedSet:
         ids, _ = pad_rows(self.rows, pad_id)  # (N, W)
         lengths = torch.tensor([len(r) for r in self.rows], dtype=torch.long)
-        return EncodedSet(ids, lengths, torch.tensor(self.starts, dtype=torch.long), prefix_len)
+        starts = torch.tensor(self.starts, dtype=torch.long)
+        holes = torch.tensor(self.holes, dtype=torch.long).view(-1, 2)  # (N, 2)
+        return EncodedSet(ids, lengths, starts, prefix_len, holes=holes)
 
     def state_dict(self, prefix: str) -> dict[str, Any]:
         state: dict[str, Any] = {f"{prefix}seen": self.seen, f"{prefix}gen": self.gen.get_state()}
@@ -108,6 +113,7 @@ class ReplayBuffer:
                 f"{prefix}ids": packed.ids,
                 f"{prefix}lengths": packed.lengths,
                 f"{prefix}starts": packed.target_start,
+                f"{prefix}holes": packed.holes,
                 f"{prefix}tasks": torch.tensor(self.tasks, dtype=torch.long),
             }
         return state
@@ -115,12 +121,24 @@ class ReplayBuffer:
     def load_state_dict(self, state: dict[str, Any], prefix: str) -> None:
         self.seen = int(state[f"{prefix}seen"])
         self.gen.set_state(state[f"{prefix}gen"])
-        self.rows, self.starts, self.tasks, self._packed = [], [], [], None
+        self.rows, self.starts, self.holes, self.tasks, self._packed = [], [], [], [], None
         if f"{prefix}ids" in state:
             ids, lengths = state[f"{prefix}ids"], state[f"{prefix}lengths"]
             self.rows = [ids[i, : lengths[i]].clone() for i in range(len(lengths))]
             self.starts = [int(s) for s in state[f"{prefix}starts"]]
+            holes = state.get(
+                f"{prefix}holes", torch.zeros((len(lengths), 2), dtype=torch.long)
+            )  # older runs
+            self.holes = [(int(a), int(b)) for a, b in holes.tolist()]
             self.tasks = [int(t) for t in state[f"{prefix}tasks"]]
+
+
+def row_hole(data: EncodedSet, i: int) -> tuple[int, int]:
+    """Row `i`'s hole in the loss (a tool row's result), (0, 0) for a row without one."""
+    if data.holes is None:
+        return 0, 0
+    start, end = data.holes[i].tolist()
+    return start, end
 
 
 class PairBuffer:

@@ -9,6 +9,7 @@ from lifelong.data.scenarios import (
     preferences,
     pretraining,
     relations,
+    tools,
     translation,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "preferences",
     "pretraining",
     "relations",
+    "tools",
     "translation",
 ]
