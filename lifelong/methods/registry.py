@@ -59,6 +59,10 @@ METHODS: dict[str, tuple[str, str]] = {
         "lifelong.methods.adapters",
         "bottleneck adapters after attention/MLP, base frozen; one per task (routed) or shared",
     ),
+    "grace": (
+        "lifelong.methods.grace",
+        "GRACE: edits as a codebook of keys and values at one layer, base frozen (edit streams)",
+    ),
     "expand": (
         "lifelong.methods.expand",
         "LLaMA-Pro block expansion: identity-initialised blocks per task, only the new ones train",
