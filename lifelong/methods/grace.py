@@ -188,15 +188,15 @@ class Grace(Method):
             self.select(self.task)
 
 
-def wrapped_mlp(model: torch.nn.Module, layer: int | None) -> torch.nn.Module:
+def wrapped_mlp(model: torch.nn.Module, layer: int | None, method: str = "grace") -> torch.nn.Module:
     """The MLP of decoder block `layer` (None: the middle block rounded down, (num_layers - 1) // 2)."""
     blocks = getattr(model.base_model, "layers", None)
     if blocks is None or not hasattr(blocks[0], "mlp"):
-        raise UserError(f"grace wraps a decoder block's mlp: {type(model).__name__} has no layers[i].mlp")
+        raise UserError(f"{method} edits a decoder block's mlp: {type(model).__name__} has no layers[i].mlp")
     index = (len(blocks) - 1) // 2 if layer is None else layer
     if index >= len(blocks):
         raise UserError(
-            f"grace layer {index} does not exist: the model has {len(blocks)} blocks (0-{len(blocks) - 1})"
+            f"{method} layer {index} does not exist: the model has {len(blocks)} blocks (0-{len(blocks) - 1})"
         )
     return blocks[index].mlp
 

@@ -59,6 +59,10 @@ METHODS: dict[str, tuple[str, str]] = {
         "lifelong.methods.adapters",
         "bottleneck adapters after attention/MLP, base frozen; one per task (routed) or shared",
     ),
+    "ft_l": (
+        "lifelong.methods.ft_l",
+        "FT-L: fine-tune one block's MLP output projection, weights kept within epsilon (L-inf) per task",
+    ),
     "grace": (
         "lifelong.methods.grace",
         "GRACE: edits as a codebook of keys and values at one layer, base frozen (edit streams)",
