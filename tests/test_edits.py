@@ -20,7 +20,7 @@ from lifelong.data.registry import describe_stream
 from lifelong.data.scenarios.edits import RELATIONS, edits_stream, make_edits, relation_facts
 from lifelong.errors import UserError
 from lifelong.evaluate import edit_answers, edit_rows, edit_scores, evaluate_stream, set_eval_references
-from lifelong.methods.grace import Codebook
+from lifelong.methods.grace import Codebook, nearest, rms_distances
 from lifelong.models import build_preset, build_tokenizer
 from lifelong.rundir import RunDir, load_tensors_and_scalars, save_tensors_and_scalars
 from lifelong.train import Trainer
@@ -194,6 +194,10 @@ def test_a_query_inside_the_radius_is_replaced_and_one_outside_is_not():
     assert torch.equal(replaced[0, 2], out[0, 2])
     empty = Codebook(hidden=4, sizes=[3], lr_scale=1.0)
     assert empty.hook(None, (x,), out) is out  # no edit yet: the base's output itself
+    queries, keys = torch.randn(50, 16), torch.randn(30, 16)
+    distance, which = nearest(queries, keys)  # the fused search finds what the plain distances say
+    assert torch.equal(which, rms_distances(queries, keys).argmin(-1))
+    assert torch.allclose(distance, rms_distances(queries, keys).min(-1).values, atol=1e-5)
 
 
 def test_a_near_key_grows_a_radius_of_its_label_and_splits_one_of_another():

@@ -62,6 +62,16 @@ def rms_distances(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return squared.clamp_min(0).div(q.shape[-1]).sqrt()
 
 
+def nearest(queries: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every query (Q, H) its nearest key (K, H): the RMS distance (Q,) and the key's index (Q,).
+    The argmin is taken over |k|^2 - 2 q.k (one fused matmul; |q|^2 is added to the minimum only):
+    a hundred tasks a matrix row against thousands of keys, the elementwise passes cost the most."""
+    q, k = queries.float(), keys.float()
+    partial = torch.addmm((k * k).sum(-1), q, k.T, alpha=-2)  # (Q, K)
+    best, which = partial.min(-1)  # (Q,) each
+    return (best + (q * q).sum(-1)).clamp_min(0).div(q.shape[-1]).sqrt(), which
+
+
 class Codebook(torch.nn.Module):
     """The keys, radii, labels and values of every edit of the stream, one slot per key an edit can add
     (allocated at setup, so the model's structure never changes); `live` marks the entries in use.
@@ -86,20 +96,20 @@ class Codebook(torch.nn.Module):
 
     def lookup(self, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For queries (Q, H): the nearest live slot of each (Q,) and whether it is within its radius (Q,)."""
-        distances = rms_distances(queries, self.keys[self.live_slots])  # (Q, K)
-        nearest, which = distances.min(-1)  # (Q,) each
+        distance, which = nearest(queries, self.keys[self.live_slots])  # (Q,) each
         slots = self.live_slots[which]
-        return slots, nearest <= self.radii[slots]
+        return slots, distance <= self.radii[slots]
 
     def hook(self, module, args, output: torch.Tensor) -> torch.Tensor:
         if not self.enabled or not len(self.live_slots):
             return output
         flat = args[0].reshape(-1, args[0].shape[-1])  # (B*T, H): the MLP's input at every position
-        slots, hit = self.lookup(flat)
+        slots, hit = self.lookup(flat)  # (B*T,) each
         if not bool(hit.any()):
             return output
-        values = torch.cat(list(self.values))[slots] * self.lr_scale  # (B*T, H)
-        replaced = torch.where(hit[:, None], values.to(output.dtype), output.reshape(flat.shape))
+        edited, slots = hit.nonzero().squeeze(1), slots[hit]  # the positions replaced, their slots
+        values = torch.cat(list(self.values))[slots] * self.lr_scale  # (E, H)
+        replaced = output.reshape(flat.shape).index_put((edited,), values.to(output.dtype))  # (B*T, H)
         return replaced.view_as(output)
 
     @torch.no_grad()
