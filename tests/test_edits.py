@@ -233,8 +233,12 @@ def test_the_codebook_survives_a_state_dict_round_trip(tmp_path):
 
 
 def test_grace_refuses_what_it_cannot_edit(tmp_path):
-    with pytest.raises(UserError, match="grace edits facts: it runs on edit tasks"):
-        lifelong.run(parse_config(small_config_dict(tmp_path, methods=["grace"])), show_progress=False)
+    with pytest.raises(
+        UserError, match="method grace edits facts: it runs on stream: edits, not on stream 'toy'"
+    ):
+        parse_config(small_config_dict(tmp_path, methods=["grace"]))  # before any model loads
+    with pytest.raises(UserError, match="methods ft_l and grace both add weights"):
+        parse_config(edits_config(tmp_path, ["ft_l", "grace"]))  # both freeze the base
     with pytest.raises(UserError, match="grace layer 3 does not exist: the model has 1 blocks"):
         run_edits(tmp_path, [{"name": "grace", "layer": 3}])
 

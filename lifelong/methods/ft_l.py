@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from lifelong.methods.base import Method, MethodConfig, register
+from lifelong.methods.base import Compatibility, Method, MethodConfig, register
 from lifelong.methods.grace import wrapped_mlp
 
 
@@ -29,6 +29,10 @@ class FtLConfig(MethodConfig):
 
 
 class FtL(Method):
+    # It freezes the base but one matrix, as the adapter methods do: counted as one of them, so no
+    # other method that freezes the base (LoRA, GRACE, ...) runs next to it.
+    compatibility = Compatibility(kind="adapter")
+
     def __init__(self, cfg: FtLConfig):
         super().__init__(cfg)
         self.anchor: torch.Tensor | None = None  # the projection's weight at the task's start

@@ -134,7 +134,7 @@ class Codebook(torch.nn.Module):
 
 class Grace(Method):
     # The trainable set (one task's values) changes at every task: not under DDP.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, edits_only=True)
 
     def __init__(self, cfg: GraceConfig):
         super().__init__(cfg)
