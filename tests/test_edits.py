@@ -259,6 +259,23 @@ def test_a_resumed_grace_run_gives_the_same_matrix(tmp_path, tag):
     assert json.loads((killed / "matrix.json").read_text())["also_reported"] == matrix["also_reported"]
 
 
+def test_a_resumed_run_reads_the_base_answers_its_checkpoint_kept(tmp_path):
+    whole, matrix = run_edits(tmp_path, ["grace"], n_edits=8)
+    assert matrix["also_reported"]["locality"]["rows"][-1] == [1.0, 1.0]
+    killed = tmp_path / "killed"
+    shutil.copytree(whole.path, killed)
+    (killed / "checkpoints" / "latest").write_text("after-task-001\n")
+    kept = killed / "checkpoints" / "after-task-001" / "preference.json"
+    saved = json.loads(kept.read_text())
+    saved["base_answers.edits-002"] = ["not what the initial model said"] * 8
+    kept.write_text(json.dumps(saved))
+    for name in ("matrix.json", "summary.json"):
+        (killed / name).unlink()
+    lifelong.resume(killed, show_progress=False)
+    resumed = json.loads((killed / "matrix.json").read_text())
+    assert resumed["also_reported"]["locality"]["rows"][-1] == [1.0, 0.0]  # measured against the saved ones
+
+
 def test_grace_keeps_earlier_edits_where_naive_forgets_them(tmp_path):
     _, naive = run_edits(tmp_path, ["naive"], name="naive")
     _, grace = run_edits(tmp_path, ["grace"], name="grace")

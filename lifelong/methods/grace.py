@@ -46,10 +46,10 @@ from lifelong.methods.base import Compatibility, Method, MethodConfig, register
 class GraceConfig(MethodConfig):
     name: Literal["grace"] = "grace"
     # The block whose MLP is wrapped; None: the middle one rounded down, (num_layers - 1) // 2 (block 0
-    # of en-tiny's 2, whose keys lie further apart than block 1's: docs/methods.md).
+    # of en-tiny's 2, whose keys lie further apart than block 1's: docs/methods.md, `grace`).
     layer: int | None = Field(default=None, ge=0)
-    # A new key's deferral radius (RMS distance). On en-tiny's block 0 the nearest of 1,000 edit keys
-    # is >= 0.05 from every neighbour prompt and 0.07-1.1 from a paraphrase: 0.02 keeps locality.
+    # A new key's deferral radius (RMS distance). On an en-tiny stand-in's block 0 the nearest of 1,000
+    # edit keys is >= 0.05 from every neighbour prompt, 0.07-1.1 from a paraphrase: 0.02 keeps locality.
     epsilon: float = Field(default=0.02, gt=0)
     lr_scale: float = Field(default=100.0, gt=0)  # the values' learning rate over train.lr
 
