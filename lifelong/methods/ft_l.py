@@ -1,6 +1,8 @@
 """FT-L (Zhu et al. 2020, the constrained fine-tuning baseline of ROME, Meng et al. 2022): fine-tune
 one block's MLP output projection alone, every weight kept within `epsilon` (L-inf) of its value at
-the task's start. The editing literature's fine-tuning baseline next to plain `naive`.
+the task's start. The editing literature's fine-tuning baseline next to plain `naive`:
+
+    lifelong run --stream edits --method ft_l:epsilon=0.01
 
 The projection runs in a forward pre-hook on the projection: before the layer is used, its weight
 is clamped in place (no gradient) to the box around the anchor, so every forward, training or

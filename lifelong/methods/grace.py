@@ -1,5 +1,7 @@
 """GRACE (Hartvigsen et al. 2023): edits kept as a codebook of keys and values at one layer, the base
-frozen. For streams of edit tasks (`stream: edits`).
+frozen. For streams of edit tasks:
+
+    lifelong run --stream edits --method grace --set stream.options.n_edits=1000
 
 The codebook sits on the MLP of one decoder block (`layer`). An edit adds one key per token of its
 new answer: the MLP's input at the position that predicts that token (the last prompt token, which is

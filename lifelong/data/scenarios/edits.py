@@ -205,6 +205,10 @@ def make_edit(
             for c, vals in pool[about]
             if c != country and RELATIONS[about].prompt.format(c=c) not in taken
         ]
+        if not choices:
+            raise UserError(
+                f"edits: n_neighbours {n_neighbours} is more than the pool of {about} facts holds"
+            )
         neighbours.append(rng.choice(choices))
     return Edit(
         relation,
