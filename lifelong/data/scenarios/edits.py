@@ -166,6 +166,7 @@ def make_edits(
 def check_options(
     names: list[str], n_edits: int, per_task: int, n_paraphrases: int, n_neighbours: int
 ) -> None:
+    """The stream's options, refused with one line before anything is built."""
     unknown = [r for r in names if r not in RELATIONS]
     if unknown:
         raise UserError(f"unknown edits relation {unknown[0]!r} (known: {', '.join(RELATIONS)})")
