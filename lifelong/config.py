@@ -149,6 +149,15 @@ class RunConfig(_Strict):
             raise ValueError(problem)
         return value
 
+    @model_validator(mode="after")
+    def _edit_methods(self) -> RunConfig:
+        """An editor that needs edit tasks is refused on any other stream before a model loads."""
+        editors = [m.name for m in self.methods if method_entry(m.name).method_cls.compatibility.edits_only]
+        if editors and self.stream.builtin != "edits":
+            where = f"stream {self.stream.builtin!r}" if self.stream.builtin else "the config's own tasks"
+            raise ValueError(f"method {editors[0]} edits facts: it runs on stream: edits, not on {where}")
+        return self
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

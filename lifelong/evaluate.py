@@ -15,6 +15,10 @@ Scores are "higher is better" everywhere:
 - loss: minus the mean next-token loss (nats per token) on the held-out text;
 - chrf, bleu, entity_f1: greedy generation (KV cache, up to twice the longest target), decoded and
   scored against the decoded targets (lifelong/scoring.py); a chrF task also reports BLEU;
+- reliability (edit tasks): exact match, as above, of the new target on the edit prompts, next to
+  generality (the same on their paraphrases, never trained) and locality (the fraction of neighbour
+  prompts whose answer is still the initial model's own, `EncodedTask.base_answers`, computed once
+  before any training by `set_eval_references` from the same generations: the initial model scores 1);
 - preference_accuracy: the fraction of held-out pairs whose implicit reward margin
   beta * ((pi_c - ref_c) - (pi_r - ref_r)) is > 0 (lifelong/preference.py), next to the mean margin
   (`reward_margin`). The reference is fixed: the initial model, before any training of the stream
@@ -65,6 +69,7 @@ ALSO_REPORTED = {
     "chrf": ("bleu",),
     "preference_accuracy": ("reward_margin",),
     "tool_success": ("malformed_calls",),
+    "reliability": ("generality", "locality"),
 }
 # Characters dropped from the end of an answer and of its target before they are compared.
 TRAILING_PUNCTUATION = ".,;:!?"
@@ -134,8 +139,15 @@ def evaluate_task(
     max_examples: int | None,
     details: dict[str, dict[str, float]] | None = None,
 ) -> Scored:
-    """One task's score (and its first answers), on its first `max_examples` eval examples."""
+    """One task's score (and its first answers), on its first `max_examples` eval examples (of an
+    edit task: of each part)."""
     n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
+    if task.kind == "edit":
+        rows, answers = edit_answers(model, task, stream, batch_size, max_examples)
+        scores, scored = edit_scores(task, stream, rows, answers)
+        if details is not None:
+            details[task.name] = scores
+        return scored
     if task.metric == "preference_accuracy":
         scores = preference_scores(model, task, batch_size, n)
         if details is not None:
@@ -168,10 +180,16 @@ def set_eval_references(
     model: torch.nn.Module, stream: EncodedStream, batch_size: int, max_examples: int | None
 ) -> None:
     """Fill every preference task's `eval.reference` with `model`'s log-probs (the initial model's),
-    computed exactly as `preference_scores` computes the policy's, so the initial margins are 0."""
+    computed exactly as `preference_scores` computes the policy's, so the initial margins are 0; and
+    every edit task's `base_answers` with `model`'s answers to its neighbour prompts, from the
+    generations `edit_scores` makes, so the initial locality is 1."""
     for task in stream.tasks:
         if task.eval.pairs:
             task.eval.reference = reference_logprobs(model, task.eval, max(1, batch_size // 2), max_examples)
+    for task in [*stream.tasks, *stream.kept]:
+        if task.kind == "edit":
+            rows, answers = edit_answers(model, task, stream, batch_size, max_examples)
+            task.base_answers = [answers[i] for i in rows[-1]]
 
 
 def preference_scores(model, task: EncodedTask, batch_size: int, n: int) -> dict[str, float]:
@@ -219,6 +237,61 @@ def answer_match(
     else:
         hits = [normalise(a) == w for a, w in zip(answers, wanted, strict=True)]
     return Scored(sum(hits) / len(hits), answers, hits)
+
+
+def edit_rows(parts: tuple[int, ...], limit: int | None) -> list[list[int]]:
+    """The eval rows of each part of an edit task (EDIT_PARTS order), the first `limit` of each."""
+    out, start = [], 0
+    for n in parts:
+        out.append(list(range(start, start + (n if limit is None else min(n, limit)))))
+        start += n
+    return out
+
+
+def answer_budget(prompt_len: int, target_len: int, context: int) -> int:
+    """Tokens generated for one answer: a few past its target (as exact match's), inside the context."""
+    return max(1, min(target_len + max(ANSWER_SLACK, target_len // 2), context - prompt_len))
+
+
+def edit_answers(
+    model, task: EncodedTask, stream: EncodedStream, batch_size: int, limit: int | None
+) -> tuple[list[list[int]], dict[int, str]]:
+    """An edit task's rows by part (`edit_rows`: the first `limit` of each) and the answer to each row,
+    by row: every row generated greedily up to its own budget (`answer_budget`), so an answer does not
+    depend on the rows it was batched with; the rows batched by budget (none runs longer than needed)."""
+    rows = edit_rows(task.parts, limit)
+    prompts, targets = task.eval.prompts(), task.eval.targets()
+    context = stream.context_length
+    budgets = {i: answer_budget(len(prompts[i]), len(targets[i]), context) for part in rows for i in part}
+    order = sorted(budgets, key=lambda i: (budgets[i], len(prompts[i])))
+    answers = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        out = generate(
+            model, [prompts[i] for i in chunk], budgets[chunk[-1]], stream.pad_id, stop_id=stream.eos_id
+        ).tolist()  # (B, the chunk's largest budget), greedy
+        answers |= {i: answer_text(row[: budgets[i]], stream) for i, row in zip(chunk, out, strict=True)}
+    return rows, answers
+
+
+def edit_scores(
+    task: EncodedTask, stream: EncodedStream, rows: list[list[int]], answers: dict[int, str]
+) -> tuple[dict[str, float], Scored]:
+    """Reliability (the new target on the edit prompts), generality (on the paraphrases) and locality
+    (the neighbours answered as the initial model answered them, `task.base_answers`), from the
+    task's `answers` by row; and the edit prompts' answers."""
+    assert task.base_answers is not None, "the edit task's base answers are not set"
+    edits, paraphrases, neighbours = rows
+    targets = task.eval.targets()
+    new_target = {i: normalise(answers[i]) == normalise(answer_text(targets[i], stream)) for i in answers}
+    base = task.base_answers[: len(neighbours)]
+    kept = [normalise(answers[i]) == normalise(b) for i, b in zip(neighbours, base, strict=True)]
+    scores = {
+        "reliability": sum(new_target[i] for i in edits) / len(edits),
+        "generality": sum(new_target[i] for i in paraphrases) / len(paraphrases),
+        "locality": sum(kept) / len(kept),
+    }
+    return scores, Scored(scores["reliability"], [answers[i] for i in edits], [new_target[i] for i in edits])
 
 
 def words_within(target: str, answer: str) -> bool:

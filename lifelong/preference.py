@@ -79,21 +79,27 @@ def dpo_terms(
 
 
 class References:
-    """The reference log-probs a run holds, for its checkpoints: the current task's training pairs
-    (the model at the task's start) and each preference task's eval pairs (the initial model), the
-    latter kept on the stream's `EncodedSet.reference`. Safetensors only, like every checkpoint part."""
+    """What a run's scores are measured against, for its checkpoints: the reference log-probs of the
+    current task's training pairs (the model at the task's start) and of each preference task's eval
+    pairs (the initial model), the latter kept on the stream's `EncodedSet.reference`; and each edit
+    task's base answers (the initial model's answers to its neighbour prompts, `EncodedTask.
+    base_answers`, JSON). Safetensors and JSON only, like every checkpoint part."""
 
     def __init__(self, stream: EncodedStream):
         self.stream = stream
         self.train: torch.Tensor | None = None  # (N, 2) of the task being trained
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"eval.{j}": t.eval.reference for j, t in enumerate(self.stream.tasks)}
+    def state_dict(self) -> dict[str, torch.Tensor | list[str]]:
+        state: dict = {f"eval.{j}": t.eval.reference for j, t in enumerate(self.stream.tasks)}
+        state |= {f"base_answers.{t.name}": t.base_answers for t in [*self.stream.tasks, *self.stream.kept]}
         state = {k: v for k, v in state.items() if v is not None}
         return state | ({"train": self.train} if self.train is not None else {})
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: dict[str, torch.Tensor | list[str]]) -> None:
         for j, task in enumerate(self.stream.tasks):
             if f"eval.{j}" in state:
                 task.eval.reference = state[f"eval.{j}"]
+        for task in [*self.stream.tasks, *self.stream.kept]:
+            if f"base_answers.{task.name}" in state:
+                task.base_answers = list(state[f"base_answers.{task.name}"])
         self.train = state.get("train")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ METRIC_LABEL = {
     "bleu": "BLEU / 100",
     "entity_f1": "entity F1",
     "tool_success": "tool success",
+    "reliability": "reliability (edits)",
 }
+FIRST_EDITS = 100  # an edit stream's summary follows its first this many edits to the end
+MAX_LABELLED_TASKS = 12  # curves.png names each task's span and line up to this many tasks
+MAX_TABLE_TASKS = 16  # a run's matrix is printed as a table up to this many tasks (else: matrix.csv)
 
 
 def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], data) -> dict[str, Any]:
@@ -61,6 +66,7 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "trainable_params": progress.trainable_params,
         "total_params": progress.total_params,
         "peak_memory_mb": round(peak_memory_mb(), 1),
+        **edit_summary(progress, data, also),
         **environment_record(run_dir),
     }
     write_json(run_dir.path / "summary.json", result)
@@ -91,6 +97,42 @@ def kept_summary(progress: Progress, kept: list[str], data) -> dict[str, Any]:
         "worst": kept[worst],
         "note": "drop = initial score - score after the last task (higher-is-better scores: > 0 is "
         "forgotten); the mean mixes the columns' units (loss columns are in nats/token)",
+    }
+
+
+def edit_summary(progress: Progress, data, also: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An edit stream's `edits`: how many edits were made and the seconds per edit (training steps;
+    and with the evaluations), the reliability, generality and locality after the last task over every
+    edit made (each column weighted by its rows), and the first FIRST_EDITS edits' reliability right
+    after they were made (the matrix's diagonal) and after the last task. {} for other streams."""
+    k = len(progress.matrix)
+    if not k or any(t.kind != "edit" for t in data.tasks):
+        return {}
+    tasks = data.tasks[:k]
+
+    def mean(row: list[float], part: int, columns: range) -> float:
+        weights = [tasks[j].parts[part] for j in columns]
+        return sum(row[j] * w for j, w in zip(columns, weights, strict=True)) / sum(weights)
+
+    made = sum(t.parts[0] for t in tasks)
+    rows = {"reliability": progress.matrix, **{s: also[s]["rows"] for s in ("generality", "locality")}}
+    after = {name: mean(r[-1], part, range(k)) for part, (name, r) in enumerate(rows.items())}
+    # the columns whose edits are all among the first FIRST_EDITS (at least the first column)
+    first = range(max(1, sum(n <= FIRST_EDITS for n in accumulate(t.parts[0] for t in tasks))))
+    diagonal = [progress.matrix[j][j] for j in range(k)]
+    return {
+        "edits": {
+            "made": made,
+            "train_seconds_per_edit": round(progress.train_seconds / made, 4),
+            "seconds_per_edit": round((progress.train_seconds + progress.eval_seconds) / made, 4),
+            "after_last_task": after,
+            f"first_{FIRST_EDITS}": {
+                "edits": sum(tasks[j].parts[0] for j in first),
+                "reliability_when_made": mean(diagonal, 0, first),
+                "reliability_after_last_task": mean(progress.matrix[-1], 0, first),
+            },
+            "note": "over every edit made so far (all past columns), not only the last task's",
+        }
     }
 
 
@@ -180,9 +222,12 @@ def plot_curves(run_dir: RunDir, task_names: list[str], path: Path, kept: list[s
         ax.plot(steps, [e["scores"][j] for e in evals], marker=".", label=name)
     for c, name in enumerate(kept or [], start=len(task_names)):
         ax.plot(steps, [e["scores"][c] for e in evals], linestyle="--", marker=".", label=f"{name} (kept)")
+    labelled = len(task_names) <= MAX_LABELLED_TASKS
     for t in range(len(task_names)):
         if t % 2 == 0:
             ax.axvspan(t * cfg_steps, (t + 1) * cfg_steps, color="0.93", zorder=0)
+        if not labelled:
+            continue
         ax.text(
             (t + 0.5) * cfg_steps,
             1.0,
@@ -194,7 +239,8 @@ def plot_curves(run_dir: RunDir, task_names: list[str], path: Path, kept: list[s
         )
     ax.set_xlabel("training step")
     ax.set_ylabel("score (higher is better)")
-    ax.legend(loc="best", fontsize=8)
+    if labelled:
+        ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -298,18 +344,55 @@ def metrics_table(runs: list[tuple[str, dict[str, Any]]]) -> Table:
     return table
 
 
+def edits_table(runs: list[tuple[str, dict[str, Any]]]) -> Table | None:
+    """The runs of an edit stream: their scores over every edit made, after the last task, and the
+    first edits' reliability when made and at the end (summary.json's `edits`); None if none is one."""
+    edited = [(label, result["edits"]) for label, result in runs if "edits" in result]
+    if not edited:
+        return None
+    table = Table(title="Edits: every edit made, after the last task", title_justify="left")
+    first, early = f"first_{FIRST_EDITS}", f"first {FIRST_EDITS}"
+    columns = [
+        "run",
+        "edits",
+        "reliability",
+        "generality",
+        "locality",
+        f"{early}\nwhen made",
+        f"{early}\nat end",
+    ]
+    for column in [*columns, "s / edit"]:
+        table.add_column(column, justify="left" if column == "run" else "right", overflow="fold")
+    for label, e in edited:
+        after, early = e["after_last_task"], e[first]
+        scores = [after["reliability"], after["generality"], after["locality"]]
+        early_scores = [early["reliability_when_made"], early["reliability_after_last_task"]]
+        cells = [f"{v:.3f}" for v in [*scores, *early_scores]]
+        table.add_row(label, str(e["made"]), *cells, f"{e['seconds_per_edit']:.3f}")
+    return table
+
+
 def print_runs(paths: list[Path], console: Console | None = None) -> None:
     """Each run's matrix, then one table of every run's five metrics, side by side."""
     console = console or Console()
     loaded = [(path, *load_run(path)) for path in paths]
     for path, matrix, result in loaded:
-        console.print(matrix_table(str(path), matrix))
+        if len(matrix["tasks"]) <= MAX_TABLE_TASKS:
+            console.print(matrix_table(str(path), matrix))
+        else:  # an edit stream's 100 x 100: readable as a file, not as a terminal table
+            console.print(
+                f"{path}: {len(matrix['tasks'])} tasks, the matrix is in matrix.csv", highlight=False
+            )
         if (kept := kept_table(str(path), matrix, result)) is not None:
             console.print(kept)
     labels = run_labels([path for path, _, _ in loaded])
     console.print(
         metrics_table([(label, result) for label, (_, _, result) in zip(labels, loaded, strict=True)])
     )
+    if (
+        edited := edits_table([(label, r) for label, (_, _, r) in zip(labels, loaded, strict=True)])
+    ) is not None:
+        console.print(edited)
     matrices = [(label, matrix) for label, (_, matrix, _) in zip(labels, loaded, strict=True)]
     if (compared := kept_comparison_table(matrices)) is not None:
         console.print(compared)

@@ -89,7 +89,16 @@ def kept_tasks(suite: str, options: dict, seed: int) -> list[Task]:
     no task token (a kept set is scored after the bos token alone, if the tokenizer has one)."""
     stream = make_builtin(suite, options, seed, what="kept suite")
     return [
-        Task(f"{suite}/{t.name}", t.kind, [], t.eval, t.metric, token="", description=t.description)
+        Task(
+            f"{suite}/{t.name}",
+            t.kind,
+            [],
+            t.eval,
+            t.metric,
+            token="",
+            description=t.description,
+            parts=t.parts,
+        )
         for t in stream.tasks
     ]
 

@@ -200,6 +200,10 @@ class EncodedTask:
     stop_id: int | None = None  # the token that ends every row (eos, or a chat template's end of turn)
     note: str = ""  # rows clipped or skipped to fit the limit, said once in the run's log
     beta: float = DPO_BETA  # preference tasks: DPO's beta
+    parts: tuple[int, ...] = ()  # edit tasks: eval rows of each of EDIT_PARTS, in order (Task.parts)
+    # Edit tasks: the initial model's answer to each neighbour prompt (the first `eval_examples`), what
+    # locality compares with; set before any training (evaluate.set_eval_references), kept in checkpoints.
+    base_answers: list[str] | None = None
 
 
 @dataclass
@@ -280,6 +284,7 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
     for split in ("train", "eval"):
         if not getattr(task, split):
             raise UserError(f"task {task.name!r} has no {split} examples")
+    assert task.kind != "edit" or sum(task.parts) == len(task.eval), "an edit task's parts cover its eval"
     limit = row_limit(task, max_length)
     writer = RowWriter(task, tokenizer, limit)
     if task.kind == "text":
@@ -293,6 +298,11 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
     for split, r in rows.items():
         if not r.rows:
             raise UserError(f"task {task.name!r}: no {split} example fits the limit of {limit} tokens")
+    if task.kind == "edit" and rows["eval"].skipped:  # the parts would no longer line up
+        raise UserError(
+            f"task {task.name!r}: an edit task's held-out rows cannot be skipped (overlong: skip); "
+            "use overlong: clip or a larger max_tokens"
+        )
     every = [*rows["train"].rows, *rows["eval"].rows]
     prefix = common_prefix(every, min([*rows["train"].fixed, *rows["eval"].fixed]))
     train, eval_ = (_pack(rows[s], len(prefix), tokenizer.pad_token_id) for s in rows)
@@ -312,6 +322,7 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         writer.stop_id,
         _note(task, rows, limit, writer.note),
         task.beta,
+        task.parts,
     )
 
 

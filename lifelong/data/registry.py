@@ -63,5 +63,6 @@ def describe_stream(name: str, info: StreamInfo, sizes: bool = True) -> str:
             size = f"{chars[0]:,} / {chars[1]:,} characters"
         else:
             size = f"{len(task.train):,} / {len(task.eval):,} examples"
-        lines.append(f"  {task.token:16s} train / eval {size}  {task.description}")
+        label = task.token if task.format.task_token else task.name  # rows without a token: its name
+        lines.append(f"  {label:16s} train / eval {size}  {task.description}")
     return "\n".join(lines)

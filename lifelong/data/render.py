@@ -57,7 +57,7 @@ class RowWriter:
                     "needs one for format: chat (use format: plain)"
                 )
             self.stop_id = self.end_of_turn()
-        self.note = self.fit_instruction() if task.kind == "prompt_target" else ""
+        self.note = self.fit_instruction() if task.kind in ("prompt_target", "edit") else ""
 
     @staticmethod
     def task_ids(tokenizer, task: Task) -> list[int]:

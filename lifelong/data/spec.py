@@ -119,6 +119,11 @@ class TaskSpec(RowFormat):
             raise ValueError(f"task {self.name!r}: text tasks are scored by 'loss'")
         if self.kind == "text" and (self.template or self.format or self.system is not None):
             raise ValueError(f"task {self.name!r}: a text task takes no template, format or system message")
+        if self.metric == "reliability":
+            raise ValueError(
+                f"task {self.name!r}: 'reliability' scores edit tasks, which the edits stream builds "
+                "(stream: edits)"
+            )
         if (self.kind == "preference") != (self.metric == "preference_accuracy"):
             raise ValueError(
                 f"task {self.name!r}: preference tasks, and only they, are scored by 'preference_accuracy'"

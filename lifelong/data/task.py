@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-TaskKind = Literal["text", "prompt_target", "preference", "tool"]
+TaskKind = Literal["text", "prompt_target", "preference", "tool", "edit"]
 MetricName = Literal[
     "exact_match",
     "exact_match_strict",
@@ -17,10 +17,15 @@ MetricName = Literal[
     "entity_f1",
     "preference_accuracy",
     "tool_success",
+    "reliability",
 ]
 Overlong = Literal["clip", "skip", "error"]
 Turn = tuple[str, str]  # (role, content) of a chat message
 DPO_BETA = 0.1  # DPO's beta (Rafailov et al. 2023): how far from the reference the policy may move
+# An edit task's held-out examples, in this order: the edit prompts (scored against the new target:
+# reliability), their paraphrases (the new target: generality) and neighbour prompts about facts no
+# edit touches (the initial model's own answer: locality).
+EDIT_PARTS = ("edit", "paraphrase", "neighbour")
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,9 @@ class Task:
     (prompt, chosen, rejected) and is scored by preference accuracy; kind "tool" trains on a question
     -> a tool call, its result and the final answer (`target` in lifelong/tools/executor.py's format;
     the result's tokens are not trained) and is scored by `tool_success`, the executor running the
-    model's own calls. Every sequence starts with `token`.
+    model's own calls; kind "edit" trains on edit prompt -> new target and is scored by reliability,
+    its held-out examples being `parts` blocks (EDIT_PARTS, lifelong/data/scenarios/edits.py). Every
+    sequence starts with `token` (unless the format says `task_token: false`).
     """
 
     name: str
@@ -86,6 +93,7 @@ class Task:
     description: str = ""
     format: PromptFormat = field(default_factory=PromptFormat)
     beta: float = DPO_BETA  # preference tasks: DPO's beta, in training and in the scored margin
+    parts: tuple[int, ...] = ()  # edit tasks: how many `eval` examples each of EDIT_PARTS holds, in order
 
     def choices(self) -> list[str]:
         """The label set for the accuracy metric: every distinct target, in first-seen order."""

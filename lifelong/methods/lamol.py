@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 
 from lifelong.data.batching import Batch
+from lifelong.errors import UserError
 from lifelong.methods.base import Method, MethodConfig, register
 from lifelong.methods.replay import replay_rows
 from lifelong.methods.self_replay import generate_routed, samples_batch
@@ -44,6 +45,13 @@ class Lamol(Method):
         self.pool_tasks: torch.Tensor | None = None  # (N,) long: which earlier task each row is of
 
     def setup(self, model, ctx):
+        bare = next((t.name for t in ctx.stream.tasks if not t.prefix), None)
+        if bare is not None:
+            raise UserError(
+                f"lamol prompts its pseudo-examples of a task with the tokens the task's rows start "
+                f"with, and task {bare!r}'s rows start with none (no task token, no bos): use "
+                "stream.task_token: true"
+            )
         self.ctx = ctx
         self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
         self.gen = generator(ctx.seed, "lamol", device=ctx.device)

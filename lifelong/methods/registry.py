@@ -59,6 +59,14 @@ METHODS: dict[str, tuple[str, str]] = {
         "lifelong.methods.adapters",
         "bottleneck adapters after attention/MLP, base frozen; one per task (routed) or shared",
     ),
+    "ft_l": (
+        "lifelong.methods.ft_l",
+        "FT-L: fine-tune one block's MLP output projection, weights kept within epsilon (L-inf) per task",
+    ),
+    "grace": (
+        "lifelong.methods.grace",
+        "GRACE: edits as a codebook of keys and values at one layer, base frozen (edit streams)",
+    ),
     "expand": (
         "lifelong.methods.expand",
         "LLaMA-Pro block expansion: identity-initialised blocks per task, only the new ones train",
@@ -85,16 +93,19 @@ class Compatibility:
     the config is parsed (before any model loads).
 
     - `kind`: `full` trains the model's own weights; `adapter` adds adapter weights (LoRA, prompts,
-      bottleneck adapters) and freezes the base; `expansion` adds new blocks. At most one method of a
-      run may be non-`full`: two would each wrap the model.
+      bottleneck adapters) and freezes the base (so do the editors `grace` and `ft_l`); `expansion`
+      adds new blocks. At most one method of a run may be non-`full`: two would each wrap the model
+      or decide what of it trains.
     - `distributed`: runs under several processes (DDP needs the trainable set fixed for the run).
     - `supplies_examples`: its `train_examples` replaces the task's training rows (`joint`); two such
       methods would each want their own rows, so a run holds at most one.
+    - `edits_only`: runs only on a stream of edit tasks (`stream: edits`), e.g. `grace`.
     """
 
     kind: Kind = "full"
     distributed: bool = True
     supplies_examples: bool = False
+    edits_only: bool = False
 
     @property
     def architecture(self) -> bool:
@@ -106,7 +117,10 @@ def check_compatible(methods: list[tuple[str, Compatibility]]) -> str | None:
     """Why this list of (name, compatibility) cannot run together, or None if it can."""
     layout = [name for name, c in methods if c.architecture]
     if len(layout) > 1:
-        return f"methods {' and '.join(layout)} both add weights to the model (adapters/expansion): use one"
+        return (
+            f"methods {' and '.join(layout)} both add weights to the model or freeze its base "
+            "(adapters, expansion, editors): use one"
+        )
     rows = [name for name, c in methods if c.supplies_examples]
     if len(rows) > 1:
         return f"methods {' and '.join(rows)} both replace the training rows: use one"

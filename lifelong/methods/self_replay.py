@@ -85,6 +85,13 @@ class SelfReplay(Method):
         self.buffer = ReplayBuffer(
             self.cfg.buffer_size, generator(ctx.seed, "self-replay-buffer"), self.cfg.balanced
         )
+        bare = next((t.name for t in ctx.stream.tasks if not t.prefix), None)
+        if self.cfg.source == "samples" and bare is not None:
+            raise UserError(
+                f"self_replay prompts its samples of a task with the tokens the task's rows start with, and "
+                f"task {bare!r}'s rows start with none (no task token, no bos): use source: stored, or "
+                "stream.task_token: true"
+            )
         bos = ctx.tokenizer.bos_token_id
         if self.cfg.include_base and bos is None:
             raise UserError("self_replay include_base needs a tokenizer with a bos token")

@@ -3,6 +3,7 @@
 from lifelong.data.scenarios import (
     benchmarks,
     classification,
+    edits,
     general,
     instructions,
     ner,
@@ -16,6 +17,7 @@ from lifelong.data.scenarios import (
 __all__ = [
     "benchmarks",
     "classification",
+    "edits",
     "general",
     "instructions",
     "ner",
