@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from lifelong.data.render import Rows, RowWriter, common_prefix
-from lifelong.data.task import DPO_BETA, Example, Stream, Task
+from lifelong.data.task import DPO_BETA, Document, Example, Revision, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 
@@ -185,6 +185,12 @@ class EncodedTask:
     stop_id: int | None = None  # the token that ends every row (eos, or a chat template's end of turn)
     note: str = ""  # rows clipped or skipped to fit the limit, said once in the run's log
     beta: float = DPO_BETA  # preference tasks: DPO's beta
+    # What evaluation needs to write other eval rows than `eval`'s (a revised answer, a prompt that a
+    # method's `eval_context` rewrote): the held-out examples as text and the writer of the task's rows.
+    examples: list[Example] = field(default_factory=list)
+    writer: RowWriter | None = None
+    documents: list[Document] = field(default_factory=list)  # Task.documents, as text
+    revisions: list[Revision] = field(default_factory=list)  # Task.revisions
 
 
 @dataclass
@@ -277,6 +283,10 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         writer.stop_id,
         _note(task, rows, limit, writer.note),
         task.beta,
+        list(task.eval),
+        writer,
+        list(task.documents),
+        list(task.revisions),
     )
 
 

@@ -3,6 +3,7 @@
 from lifelong.data.scenarios import (
     benchmarks,
     classification,
+    facts,
     general,
     instructions,
     ner,
@@ -15,6 +16,7 @@ from lifelong.data.scenarios import (
 __all__ = [
     "benchmarks",
     "classification",
+    "facts",
     "general",
     "instructions",
     "ner",
