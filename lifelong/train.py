@@ -162,6 +162,9 @@ class Trainer:
         # a run of methods that train nothing (retrieval alone): 0 steps a task, nothing trainable
         trains = any(type(m).compatibility.trains for m in self.methods)
         self.steps = cfg.train.steps_per_task if trains else 0
+        # a task's width in the global step count of the logs: a task that trains nothing counts as one
+        # (its evaluation is at step 1), so a resume drops what was logged after its checkpoint
+        self.span = max(self.steps, 1)
         if not self.steps:
             model.requires_grad_(False)
         elif any(type(m).compatibility.kind != "full" for m in self.methods):  # the base may be frozen
@@ -200,7 +203,7 @@ class Trainer:
         self.run_dir.truncate_logs(self.global_step())
 
     def global_step(self) -> int:
-        return self.progress.task * self.steps + self.progress.step
+        return self.progress.task * self.span + self.progress.step
 
     # ------------------------------------------------------------------- loop
     def run(self) -> RunResult:
@@ -255,7 +258,7 @@ class Trainer:
                 raise Interrupted(str(self.run_dir.path))
         for method in self.hooked:
             method.after_task(t, self.raw)
-        self.progress.matrix.append(self.evaluate(task=t, step=self.steps))
+        self.progress.matrix.append(self.evaluate(task=t, step=self.span))
         self.progress.task, self.progress.step = t + 1, 0
         self.checkpoint(f"after-task-{t + 1:03d}")
         bar.remove_task(bar_task)
@@ -369,7 +372,7 @@ class Trainer:
         if bad := [n for n, v in zip(self.columns, scores, strict=True) if not math.isfinite(v)]:
             where = "the initial model" if task < 0 else f"task {task + 1} step {step}"
             warn(f'the evaluation of {", ".join(bad)} at {where} diverged (score nan/inf, written as "nan")')
-        global_step = max(task, 0) * self.steps + step if task >= 0 else 0
+        global_step = max(task, 0) * self.span + step if task >= 0 else 0
         trained = self.task_names[task] if task >= 0 else None
         position = stream_position(task, len(self.data), step)
         elapsed = self.progress.train_seconds + self.progress.eval_seconds
