@@ -153,6 +153,7 @@ class Memory:
         self.vectors: list[np.ndarray] = []  # the added blocks, (n, D) each: the state to resume from
         self.newest: dict[str, int] = {}  # key -> its newest document
         self.superseded: set[int] = set()
+        self.selector: tuple | None = None  # (how many it skips, its faiss selectors)
 
     def __len__(self) -> int:
         return self.index.ntotal
@@ -174,13 +175,21 @@ class Memory:
 
     def search(self, queries: np.ndarray, k: int, skip_superseded: bool) -> list[list[int]]:
         """The ids of the `k` documents most similar to each query (Q, D), best first; with
-        `skip_superseded`, the best `k` of those no later document replaced."""
-        skip = self.superseded if skip_superseded else set()
-        want = min(k + len(skip), len(self))
-        if want == 0:
+        `skip_superseded`, the best `k` of those no later document replaced (faiss skips them in
+        the scan: an `IDSelectorNot` over them, made again only when an `add` supersedes more)."""
+        params = None
+        if skip_superseded and self.superseded:
+            if self.selector is None or self.selector[0] != len(self.superseded):
+                faiss = load_faiss()
+                batch = faiss.IDSelectorBatch(np.array(sorted(self.superseded), dtype=np.int64))
+                self.selector = (len(self.superseded), batch, faiss.IDSelectorNot(batch))  # batch kept alive
+            params = load_faiss().SearchParameters(sel=self.selector[2])
+        if not len(self):
             return [[] for _ in range(len(queries))]
-        _, ids = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), want)  # (Q, want)
-        return [[int(i) for i in row if i >= 0 and int(i) not in skip][:k] for row in ids]
+        _, ids = self.index.search(
+            np.ascontiguousarray(queries, dtype=np.float32), k, params=params
+        )  # (Q, k)
+        return [[int(i) for i in row if i >= 0] for row in ids]
 
     def bytes(self) -> dict[str, int]:
         return {
