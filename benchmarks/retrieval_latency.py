@@ -119,7 +119,7 @@ def main() -> None:
     header(f"retrieval_latency: top-{K} of {sizes} documents, {QUESTIONS} questions, {repeats} repeats")
     rows = search_cost(sizes, repeats, args.seed)
     print_table(["documents", "search ms/q (batch)", "search ms/q (one)", "index MB"], rows)
-    embedded = embedding_cost(128 if args.quick else 1024, repeats)
+    embedded = embedding_cost(64 if args.quick else 256, repeats)
     print_table(
         ["embedding", "ms per sentence"],
         [["one question", embedded["single_ms"]], ["batch of 64", embedded["batch64_ms"]]],
