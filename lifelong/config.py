@@ -346,12 +346,14 @@ def stream_config(stream: str, methods: str = "naive", overrides: dict[str, Any]
 
 def with_adapter(methods: str, adapter: str) -> str:
     """`methods` composed with a stream's suggested `adapter` unless one of them adds weights itself
-    (lora_per_task, olora, prompt_tuning, ...); `naive` alone becomes the adapter's run."""
+    (lora_per_task, olora, prompt_tuning, ...) or none of them trains (retrieval); `naive` alone
+    becomes the adapter's run."""
     if not adapter:
         return methods
     names = [m["name"] for m in method_list(methods)]
     try:
-        if any(method_entry(n).method_cls.compatibility.architecture for n in names):
+        kinds = [method_entry(n).method_cls.compatibility for n in names]
+        if any(c.architecture for c in kinds) or not any(c.trains for c in kinds):
             return methods
     except KeyError as err:
         raise UserError(err.args[0]) from None

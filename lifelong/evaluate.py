@@ -34,14 +34,22 @@ Scores are "higher is better" everywhere:
 Fixed examples, no sampling, `no_grad`, and the model's train/eval mode is restored afterwards. The
 first examples' answers can be collected next to their targets (`predictions`), from the same
 generations that are scored.
+
+Two things can change a task's eval rows between evaluations, and then the rows are written again
+from the held-out examples' text, in the task's row format (its `RowWriter`): a revised answer (a
+later task restated the fact: `Task.revisions`, in effect once their task has arrived, `newest`), and
+the methods' `eval_context` (`contexts(task_index, questions)`: e.g. retrieved documents put in front
+of each question). Kept sets are scored as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -88,10 +96,19 @@ class Scored:
     score: float
     answers: list[str] | None = None
     correct: list[bool] | None = None
+    rows: tuple[list[list[int]], list[list[int]]] | None = None  # (prompts, targets) scored, if rewritten
+
+
+# `contexts(task_index, questions)`: the methods' rewritten eval prompts of a task, or None (unchanged).
+Contexts = Callable[[int, list[str]], "list[str] | None"]
 
 
 def no_route(task_index: int) -> AbstractContextManager[None]:
     return nullcontext()
+
+
+def no_context(task_index: int, questions: list[str]) -> list[str] | None:
+    return None
 
 
 @torch.no_grad()
@@ -104,10 +121,14 @@ def evaluate_stream(
     details: dict[str, dict[str, float]] | None = None,
     predictions: dict[str, list[dict[str, Any]]] | None = None,
     n_predictions: int = 8,
+    newest: int = -1,
+    contexts: Contexts = no_context,
 ) -> list[float]:
     """The score of every task of the stream, in stream order, then of each kept set (`stream.kept`,
     scored with the model as it is). Task i is scored inside `route(i)`: the methods' choice of
-    weights for task i (e.g. its own adapter), restored afterwards. Scores reported next to a task's
+    weights for task i (e.g. its own adapter), restored afterwards, on prompts rewritten by
+    `contexts(i, questions)` and against the answers revised by the tasks up to `newest` (the newest
+    task that has arrived; -1: none, the initial model). Scores reported next to a task's
     own (ALSO_REPORTED) go to `details[task name]`; with `predictions`, the first `n_predictions`
     examples of each generated or label-scored task go to `predictions[task name]` as {prompt,
     target, prediction, correct} records."""
@@ -117,7 +138,8 @@ def evaluate_stream(
     try:
         for i, task in enumerate(stream.tasks):
             with route(i):
-                scored = evaluate_task(model, task, stream, batch_size, max_examples, details)
+                rows = rewritten_rows(task, max_examples, newest, partial(contexts, i))
+                scored = evaluate_task(model, task, stream, batch_size, max_examples, details, rows)
             scores.append(scored.score)
             if predictions is not None and n_predictions and scored.answers is not None:
                 predictions[task.name] = prediction_records(task, stream, scored, n_predictions)
@@ -138,9 +160,42 @@ def evaluate_task(
     batch_size: int,
     max_examples: int | None,
     details: dict[str, dict[str, float]] | None = None,
+    rows: tuple[list[list[int]], list[list[int]]] | None = None,
 ) -> Scored:
-    """One task's score (and its first answers), on its first `max_examples` eval examples (of an
-    edit task: of each part)."""
+    """One task's score (and its first answers), on its first `max_examples` eval examples, or on
+    `rows` = (prompts, targets) written for this evaluation (`rewritten_rows`)."""
+    scored = _score(model, task, stream, batch_size, max_examples, details, rows)
+    return dataclasses.replace(scored, rows=rows)
+
+
+def rewritten_rows(
+    task: EncodedTask, max_examples: int | None, newest: int, rewrite: Callable[[list[str]], list[str] | None]
+) -> tuple[list[list[int]], list[list[int]]] | None:
+    """The (prompts, targets) of the task's first `max_examples` eval examples written again with the
+    answers revised up to task `newest` and the prompts `rewrite(questions)` gives; None if neither
+    changes a row (the encoded `task.eval` then stands). A generated task's only: labels, text and
+    preference pairs are scored as encoded."""
+    if task.writer is None or task.kind != "prompt_target" or task.metric == "accuracy":
+        return None
+    examples = task.examples[: max_examples or len(task.examples)]
+    revised = {r.example: r.target for r in sorted(task.revisions, key=lambda r: r.task) if r.task <= newest}
+    examples = [dataclasses.replace(ex, target=revised.get(i, ex.target)) for i, ex in enumerate(examples)]
+    prompts = rewrite([ex.prompt for ex in examples])
+    if prompts is None and not any(i < len(examples) for i in revised):
+        return None
+    if prompts is not None:
+        assert len(prompts) == len(examples), "eval_context returns one prompt per question"
+        examples = [dataclasses.replace(ex, prompt=p) for ex, p in zip(examples, prompts, strict=True)]
+    written = task.writer.encode(examples, "eval")
+    if not written.rows:
+        raise UserError(f"task {task.name!r}: no rewritten eval prompt fits the limit of {task.writer.limit}")
+    pairs = list(zip(written.rows, written.starts, strict=True))
+    return [r[:s] for r, s in pairs], [r[s:] for r, s in pairs]
+
+
+def _score(model, task, stream, batch_size, max_examples, details, given) -> Scored:
+    """`evaluate_task`'s score, on the rows `given` or on the encoded ones (of an edit task: the
+    first `max_examples` of each part)."""
     n = len(task.eval) if max_examples is None else min(max_examples, len(task.eval))
     if task.kind == "edit":
         rows, answers = edit_answers(model, task, stream, batch_size, max_examples)
@@ -153,7 +208,8 @@ def evaluate_task(
         if details is not None:
             details[task.name] = scores
         return Scored(scores[task.metric])
-    prompts, targets = task.eval.prompts(n), task.eval.targets(n)
+    prompts, targets = given if given is not None else (task.eval.prompts(n), task.eval.targets(n))
+    n = len(prompts)
     if task.metric in TEXT_METRICS:
         scores, answers = text_scores(model, prompts, targets, stream, batch_size, task.metric)
         if details is not None and len(scores) > 1:
@@ -400,7 +456,8 @@ def prediction_records(
     """The first `n` scored examples of `task` as {prompt, target, prediction[, correct]}."""
     assert scored.answers is not None
     n = min(n, len(scored.answers))
-    prompts, targets = task.eval.prompts(n), task.eval.targets(n)
+    encoded = (task.eval.prompts(n), task.eval.targets(n))
+    prompts, targets = scored.rows if scored.rows is not None else encoded
     records = []
     for i in range(n):
         record = {

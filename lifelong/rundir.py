@@ -10,6 +10,8 @@ runs/<name>/
   summary.json           AA, AIA, FGT, BWT, FWD, times (and the kept columns' drops)
   curves.png             every task's score over training steps
   samples.jsonl          what self-replay sampled at each refresh (the first rows per replayed task)
+  retrieval.jsonl        retrieval's memory size per task and query latency per evaluated task
+  retrieval/             retrieval's memory for users: index.faiss (faiss format), documents.json
   checkpoints/<tag>/     model.safetensors, optimizer.*, method-<i>.*, rng.safetensors, progress.json;
                          on a pretrained base, trained.safetensors (only what can differ from the
                          base: adapters, prompts, new rows, trained base tensors) and base.json instead
@@ -251,11 +253,11 @@ class RunDir:
         return records
 
     def truncate_logs(self, global_step: int) -> None:
-        """Drop log lines written after the checkpoint a resumed run starts from."""
-        for name in ("train_log.jsonl", "evals.jsonl", "predictions.jsonl", "samples.jsonl"):
-            if name in ("predictions.jsonl", "samples.jsonl") and not (self.path / name).exists():
-                continue  # written only with train.predictions > 0 / by methods that sample
-            kept = [r for r in self.read_log(name) if r["global_step"] <= global_step]
+        """Drop log lines written after the checkpoint a resumed run starts from: in the step and
+        evaluation logs and in every other `*.jsonl` of the run (predictions, the methods' records)."""
+        others = sorted(p.name for p in self.path.glob("*.jsonl"))
+        for name in dict.fromkeys(["train_log.jsonl", "evals.jsonl", *others]):
+            kept = [r for r in self.read_log(name) if r.get("global_step", 0) <= global_step]
             atomic_write(self.path / name, "".join(json.dumps(r) + "\n" for r in kept))
 
     # --------------------------------------------------------- checkpoints

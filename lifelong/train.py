@@ -4,6 +4,13 @@ evaluated after every task (and every `eval_every` steps), checkpoints after eve
 one order (architecture methods first); only this loop steps the optimizer, through the step core
 in `loop.py` (backward, clipping, `step`, `zero_grad`) that `lifelong pretrain` shares.
 
+Per task t: every method's `train_examples`, `before_task` (a retrieval memory adds the task's
+documents here), the steps (`replay_batch`, `loss_terms`, the optimizer step), `after_task`, then the
+stream's evaluation: task j inside `route(j)`, on the prompts `eval_context(j, questions)` rewrote
+(`context_methods`), against the answers revised by the tasks arrived so far. A run whose methods
+all train nothing (`Compatibility.trains`, e.g. `retrieval` alone) has 0 steps per task and a frozen
+model: no optimizer exists, the hooks, evaluations and checkpoints happen as in any run.
+
     from lifelong import load_config, run
     result = run(load_config("toy_self_replay"))
 """
@@ -48,6 +55,7 @@ from lifelong.methods import (
     MethodContext,
     build_method,
     call_order,
+    context_methods,
     method_entry,
     method_labels,
     route_methods,
@@ -59,6 +67,7 @@ from lifelong.progress import stream_position
 from lifelong.rundir import (
     Progress,
     RunDir,
+    atomic_write,
     check_base,
     check_resumable,
     read_json,
@@ -146,10 +155,19 @@ class Trainer:
             cfg.train.loss_on,
             partial(route_methods, self.hooked),
             self.write_sample,
+            self.write_file,
         )
         for method in self.hooked:
             model = method.setup(model, ctx)
-        if any(type(m).compatibility.kind != "full" for m in self.methods):  # the base may be frozen
+        # a run of methods that train nothing (retrieval alone): 0 steps a task, nothing trainable
+        trains = any(type(m).compatibility.trains for m in self.methods)
+        self.steps = cfg.train.steps_per_task if trains else 0
+        # a task's width in the global step count of the logs: a task that trains nothing counts as one
+        # (its evaluation is at step 1), so a resume drops what was logged after its checkpoint
+        self.span = max(self.steps, 1)
+        if not self.steps:
+            model.requires_grad_(False)
+        elif any(type(m).compatibility.kind != "full" for m in self.methods):  # the base may be frozen
             model = train_new_rows(model, new_token_ids)  # the added task tokens' rows train anyway
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
@@ -185,7 +203,7 @@ class Trainer:
         self.run_dir.truncate_logs(self.global_step())
 
     def global_step(self) -> int:
-        return self.progress.task * self.cfg.train.steps_per_task + self.progress.step
+        return self.progress.task * self.span + self.progress.step
 
     # ------------------------------------------------------------------- loop
     def run(self) -> RunResult:
@@ -211,14 +229,14 @@ class Trainer:
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         bar_task = bar.add_task(
             f"task {t + 1}/{len(self.data)} {self.task_names[t]}",
-            total=cfg.steps_per_task,
+            total=self.steps,
             completed=self.progress.step,
             loss=float("nan"),
             tps=0.0,
         )
-        for step in range(self.progress.step, cfg.steps_per_task):
+        for step in range(self.progress.step, self.steps):
             start = time.perf_counter()
-            total = cfg.steps_per_task if cfg.rewarm else cfg.steps_per_task * len(self.data)
+            total = self.steps if cfg.rewarm else self.steps * len(self.data)
             at = step if cfg.rewarm else self.global_step()
             set_lr(self.optimizer, cfg.lr * lr_factor(at, total, cfg))
             rows = schedule.rows(step)[rank::world]
@@ -230,19 +248,17 @@ class Trainer:
             elapsed = time.perf_counter() - start
             self.progress.train_seconds += elapsed
             self.log_step(t, step, terms, batch, extras, elapsed, bar, bar_task)
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps_per_task:
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < self.steps:
                 self.evaluate(task=t, step=step + 1)
             if ctrl_c["stop"] or (
-                cfg.checkpoint_every
-                and (step + 1) % cfg.checkpoint_every == 0
-                and step + 1 < cfg.steps_per_task
+                cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < self.steps
             ):
                 self.checkpoint(f"task-{t + 1:03d}-step-{step + 1:07d}")
             if ctrl_c["stop"]:
                 raise Interrupted(str(self.run_dir.path))
         for method in self.hooked:
             method.after_task(t, self.raw)
-        self.progress.matrix.append(self.evaluate(task=t, step=cfg.steps_per_task))
+        self.progress.matrix.append(self.evaluate(task=t, step=self.span))
         self.progress.task, self.progress.step = t + 1, 0
         self.checkpoint(f"after-task-{t + 1:03d}")
         bar.remove_task(bar_task)
@@ -254,7 +270,9 @@ class Trainer:
             method.before_task(t, self.raw)
         trainable = [p for p in self.raw.parameters() if p.requires_grad]
         held = [p for g in self.optimizer.param_groups for p in g["params"]] if self.optimizer else []
-        if {id(p) for p in trainable} != {id(p) for p in held} or self.cfg.train.reset_optimizer:
+        if not trainable:  # a run that trains nothing has no optimizer
+            self.optimizer = None
+        elif {id(p) for p in trainable} != {id(p) for p in held} or self.cfg.train.reset_optimizer:
             self.optimizer = self.new_optimizer()
         n_trainable = sum(p.numel() for p in trainable)
         self.progress.trainable_params = max(self.progress.trainable_params, n_trainable)
@@ -317,32 +335,44 @@ class Trainer:
         return f"the loss became {loss} at {where} (try a lower learning rate); {kept}"
 
     # -------------------------------------------------------------- outputs
-    def score(self, model: torch.nn.Module, route=None) -> tuple[list[float], dict, float, dict]:
-        """Every task's score for `model` (inside `route(j)` for task j; none: as it is), the metrics'
-        details, the seconds it took, and the first answers of each task (train.predictions)."""
+    def score(
+        self, model: torch.nn.Module, route=None, newest: int = -1, contexts=None
+    ) -> tuple[list[float], dict, float, dict]:
+        """Every task's score for `model` (inside `route(j)` for task j; none: as it is) once tasks up
+        to `newest` have arrived, on the prompts `contexts(j, questions)` gives (none: as encoded), the
+        metrics' details, the seconds it took, and the first answers of each task (train.predictions)."""
         start = time.perf_counter()
         t = self.cfg.train
         details: dict[str, dict[str, float]] = {}
         shown: dict[str, list[dict]] = {}
         route = route or (lambda task_index: nullcontext())
         scores = evaluate_stream(
-            model, self.data, t.eval_batch_size, t.eval_examples, route, details, shown, t.predictions
+            model,
+            self.data,
+            t.eval_batch_size,
+            t.eval_examples,
+            route,
+            details,
+            shown,
+            t.predictions,
+            newest,
+            contexts or (lambda task_index, questions: None),
         )
         return scores, details, time.perf_counter() - start, shown
 
     def evaluate(self, task: int, step: int) -> list[float]:
-        return self.record_eval(task, step, *self.score(self.raw, self.route))
+        contexts = partial(context_methods, self.hooked)
+        return self.record_eval(task, step, *self.score(self.raw, self.route, task, contexts))
 
     def record_eval(
         self, task: int, step: int, scores: list[float], details: dict, seconds: float, shown: dict
     ) -> list[float]:
         """Log one evaluation of the stream (`task` -1: the initial model) and return its scores."""
-        t = self.cfg.train
         self.progress.eval_seconds += seconds
         if bad := [n for n, v in zip(self.columns, scores, strict=True) if not math.isfinite(v)]:
             where = "the initial model" if task < 0 else f"task {task + 1} step {step}"
             warn(f'the evaluation of {", ".join(bad)} at {where} diverged (score nan/inf, written as "nan")')
-        global_step = max(task, 0) * t.steps_per_task + step if task >= 0 else 0
+        global_step = max(task, 0) * self.span + step if task >= 0 else 0
         trained = self.task_names[task] if task >= 0 else None
         position = stream_position(task, len(self.data), step)
         elapsed = self.progress.train_seconds + self.progress.eval_seconds
@@ -382,6 +412,11 @@ class Trainer:
             )
             self.run_dir.prune_checkpoints(self.cfg.train.keep_checkpoints)
         self.accelerator.wait_for_everyone()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """`MethodContext.write_file`: a method's file for users, `<run dir>/<path>`, written whole."""
+        if self.accelerator.is_main_process:
+            atomic_write(self.run_dir.path / path, data)
 
     def write_sample(self, name: str, record: dict) -> None:
         """`MethodContext.write_sample`: a method's record, stamped with the global step it serves

@@ -20,6 +20,7 @@ SMALL = {
     "lamol": {"samples_per_task": 4},
     "replay": {"buffer_size": 8},
     "self_replay": {"refresh_every": 2},
+    "retrieval": {"embedder": "words"},  # no model to load; the toy stream brings no documents
 }
 TRAIN = {"steps_per_task": 2, "batch_size": 4, "eval_examples": 1}
 

@@ -26,8 +26,12 @@ SMALL = {
     "relations": {"n_train": 200, "n_eval": 40},
     "translation": {"n_train": 200, "n_eval": 40},
     "instructions": {"n_train": 100, "n_eval": 20},
+    "facts": {"n_tasks": 3, "groups_per_task": 1},
 }
-PRETRAINED_BASE = {"instructions": "smollm2-135m-instruct"}  # streams suggesting a base other than en-tiny
+PRETRAINED_BASE = {
+    "instructions": "smollm2-135m-instruct",
+    "facts": "smollm2-135m-instruct",
+}  # streams suggesting a base other than en-tiny
 
 
 def build(name: str, seed: int = 0, **options):

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from lifelong.data.render import Rows, RowWriter, common_prefix
-from lifelong.data.task import DPO_BETA, Example, Stream, Task
+from lifelong.data.task import DPO_BETA, Document, Example, Revision, Stream, Task
 from lifelong.errors import UserError
 from lifelong.seeding import derive_seed
 from lifelong.tools.executor import split_target
@@ -204,6 +204,12 @@ class EncodedTask:
     # Edit tasks: the initial model's answer to each neighbour prompt (the first `eval_examples`), what
     # locality compares with; set before any training (evaluate.set_eval_references), kept in checkpoints.
     base_answers: list[str] | None = None
+    # What evaluation needs to write other eval rows than `eval`'s (a revised answer, a prompt that a
+    # method's `eval_context` rewrote): the held-out examples as text and the writer of the task's rows.
+    examples: list[Example] = field(default_factory=list)
+    writer: RowWriter | None = None
+    documents: list[Document] = field(default_factory=list)  # Task.documents, as text
+    revisions: list[Revision] = field(default_factory=list)  # Task.revisions
 
 
 @dataclass
@@ -323,6 +329,10 @@ def encode_task(task: Task, tokenizer, max_length: int) -> EncodedTask:
         _note(task, rows, limit, writer.note),
         task.beta,
         task.parts,
+        examples=list(task.eval),
+        writer=writer,
+        documents=list(task.documents),
+        revisions=list(task.revisions),
     )
 
 

@@ -41,6 +41,27 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Document:
+    """A text a task brings to read (a retrieval method's memory stores it; fine-tuning methods train on
+    the task's questions instead). `key` names what the document gives a value of ("capital of
+    Zorbia"): a later document with the same key supersedes it; "" supersedes nothing."""
+
+    text: str
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A held-out answer that changes when a later task arrives: from task `task` on (0-based, once it
+    has arrived), eval example `example` of this task is right with `target` (the newest value of a
+    fact that a later document restates)."""
+
+    example: int
+    task: int
+    target: str
+
+
+@dataclass(frozen=True)
 class Template:
     """The text around a prompt-target example's input: `instruction` (a line naming the task and its
     options), `input_prefix` + the input, `answer_cue` (where the answer starts); the target follows as
@@ -94,6 +115,8 @@ class Task:
     format: PromptFormat = field(default_factory=PromptFormat)
     beta: float = DPO_BETA  # preference tasks: DPO's beta, in training and in the scored margin
     parts: tuple[int, ...] = ()  # edit tasks: how many `eval` examples each of EDIT_PARTS holds, in order
+    documents: list[Document] = field(default_factory=list)  # what the task brings to read (`facts`)
+    revisions: list[Revision] = field(default_factory=list)  # eval answers that later tasks change
 
     def choices(self) -> list[str]:
         """The label set for the accuracy metric: every distinct target, in first-seen order."""

@@ -18,7 +18,7 @@ from lifelong.methods.registry import (
 
 def __getattr__(name: str):
     """The names that need torch (`Method`, `Forward`, ...), imported on first use."""
-    if name in {"Method", "Forward", "MethodContext", "build_method", "route_methods"}:
+    if name in {"Method", "Forward", "MethodContext", "build_method", "route_methods", "context_methods"}:
         from lifelong.methods import base
 
         return getattr(base, name)
@@ -35,6 +35,7 @@ __all__ = [
     "build_method",
     "call_order",
     "check_compatible",
+    "context_methods",
     "method_entry",
     "method_labels",
     "method_names",

@@ -42,10 +42,16 @@ def no_route(task_index: int, model: torch.nn.Module) -> AbstractContextManager[
 
 # `MethodContext.write_sample(name, record)`: append `record` (JSON-able) to `<run>/<name>.jsonl`.
 WriteSample = Callable[[str, dict[str, Any]], None]
+# `MethodContext.write_file(relative path, data)`: write `<run>/<path>` whole (atomically).
+WriteFile = Callable[[str, bytes], None]
 
 
 def no_sample(name: str, record: dict[str, Any]) -> None:
     """The `write_sample` outside a run (tests, tools): the record goes nowhere."""
+
+
+def no_file(path: str, data: bytes) -> None:
+    """The `write_file` outside a run: nothing is written."""
 
 
 @dataclass
@@ -66,6 +72,9 @@ class MethodContext:
     # Appends a record to `<run dir>/<name>.jsonl` (the loop adds `global_step`; only the main process
     # writes, and a resume drops records after its checkpoint), e.g. self-replay's `samples`.
     write_sample: WriteSample = no_sample
+    # Writes a file of the method's for users into the run directory (main process only), e.g.
+    # retrieval's faiss index; never read back on resume (`state_dict` is what resumes).
+    write_file: WriteFile = no_file
 
 
 @dataclass
@@ -90,8 +99,9 @@ class Method:
 
     The loop calls them in this order: `setup` once (before the stream); per task `train_examples`,
     `before_task` (not again on resume mid-task), then per step `replay_batch` and `loss_terms`, then
-    `after_task` and the task's evaluation, inside `route`. `state_dict`/`load_state_dict` at every
-    checkpoint and resume.
+    `after_task` and the task's evaluation, where each task j is scored inside `route(j)` on the
+    prompts `eval_context(j, questions)` gives. `state_dict`/`load_state_dict` at every checkpoint and
+    resume.
     """
 
     compatibility: ClassVar[Compatibility] = Compatibility()
@@ -124,6 +134,13 @@ class Method:
 
     def after_task(self, task_index: int, model: torch.nn.Module) -> None:
         """Called when a task's last step is done, before the task's evaluation."""
+
+    def eval_context(self, task_index: int, questions: list[str]) -> list[str] | None:
+        """The eval prompts of task `task_index` rewritten, one per question (e.g. retrieved documents
+        put in front of each), or None: unchanged. They are written into rows in the task's own format
+        (its template, chat) by the evaluation. Only a method with `compatibility.rewrites_prompts`
+        may return prompts."""
+        return None
 
     def route(self, task_index: int, model: torch.nn.Module) -> AbstractContextManager[None]:
         """A context in which `model` (the model set up, or a copy of it) scores task `task_index`
@@ -172,6 +189,14 @@ def route_methods(
     them selects anything for that task."""
     contexts = [c for m in methods if switches(c := m.route(task_index, model))]
     return entered(contexts) if contexts else nullcontext()
+
+
+def context_methods(methods: list[Method], task_index: int, questions: list[str]) -> list[str] | None:
+    """The eval prompts of task `task_index` as the methods' `eval_context` rewrites them (check_compatible
+    allows one method that does), or None when none does."""
+    rewritten = [p for m in methods if (p := m.eval_context(task_index, questions)) is not None]
+    assert len(rewritten) <= 1, "check_compatible allows one method that rewrites the eval prompts"
+    return rewritten[0] if rewritten else None
 
 
 @contextmanager

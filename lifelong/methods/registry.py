@@ -71,6 +71,10 @@ METHODS: dict[str, tuple[str, str]] = {
         "lifelong.methods.expand",
         "LLaMA-Pro block expansion: identity-initialised blocks per task, only the new ones train",
     ),
+    "retrieval": (
+        "lifelong.methods.retrieval",
+        "no weight update: a growing faiss memory of the tasks' documents, top-k put before each question",
+    ),
 }
 
 
@@ -100,12 +104,19 @@ class Compatibility:
     - `supplies_examples`: its `train_examples` replaces the task's training rows (`joint`); two such
       methods would each want their own rows, so a run holds at most one.
     - `edits_only`: runs only on a stream of edit tasks (`stream: edits`), e.g. `grace`.
+    - `trains`: it needs optimizer steps. A run whose methods all train nothing (`retrieval` alone)
+      makes none: its model is frozen and each task has 0 steps (hooks, evaluations and checkpoints
+      still happen); next to a method that trains, the run trains as that method says.
+    - `rewrites_prompts`: its `eval_context` rewrites the eval prompts (`retrieval`); two such methods
+      would wrap each other's rewritten prompts, so a run holds at most one.
     """
 
     kind: Kind = "full"
     distributed: bool = True
     supplies_examples: bool = False
     edits_only: bool = False
+    trains: bool = True
+    rewrites_prompts: bool = False
 
     @property
     def architecture(self) -> bool:
@@ -124,6 +135,9 @@ def check_compatible(methods: list[tuple[str, Compatibility]]) -> str | None:
     rows = [name for name, c in methods if c.supplies_examples]
     if len(rows) > 1:
         return f"methods {' and '.join(rows)} both replace the training rows: use one"
+    readers = [name for name, c in methods if c.rewrites_prompts]
+    if len(readers) > 1:
+        return f"methods {' and '.join(readers)} both rewrite the eval prompts (a context each): use one"
     return None
 
 

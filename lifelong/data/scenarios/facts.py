@@ -1,0 +1,236 @@
+"""Knowledge arriving as documents (`facts`): a task per batch of invented facts, some of which a
+later task restates with a new value.
+
+Every entity is made up (towns, countries, people and companies with generated names), so the base
+model cannot know any fact before its document arrives. Built from the seed alone, deterministic.
+A task brings:
+
+- documents (`Task.documents`), one sentence each: "Quellin is the capital of Zorbia.", "Marta
+  Ivensk founded Tolvar Systems in 1987.", "Tolvar Systems has its headquarters in Vessa.", ...
+  A retrieval method stores them; `key` names the fact a document gives ("capital of Zorbia");
+- training questions (two phrasings per fact, answered with the document's span) for the methods
+  that fine-tune: "What is the capital of Zorbia?" -> "Quellin";
+- held-out questions in a third phrasing, never trained on: "Which city is Zorbia's capital?",
+  scored by `answer_contains` (the answer's words hold the span, as a chat model answers in a
+  sentence).
+
+Temporal facts: from the second task on, `n_updates` documents restate a fact of an earlier task with
+a new value ("In 2022 the capital of Zorbia moved to Vessa.", same key). The updating task asks the
+question again (its own training and held-out rows, with the new value), and the earlier task's
+held-out question gets a `Revision`: from the updating task on it is right only with the new value.
+So column j of the accuracy matrix is scored, after task k, against the newest value among the
+documents of tasks 0..k: a method that keeps answering the old capital loses that question, one that
+follows the newest document keeps it. Before the update arrives (and for the initial model) the old
+value is the answer.
+
+Rows are chat-formatted with no task token (a reader that trains nothing reads the rows as a chat
+model would); suggested base: smollm2-135m-instruct. `lifelong run --stream facts --method
+retrieval` trains nothing (the documents go to a faiss memory, top-k put before each question);
+`naive` and `self_replay` fine-tune LoRA adapters on the training questions.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from lifelong.data.registry import StreamInfo, register_stream
+from lifelong.data.scenarios.instructions import INSTRUCT_MODEL, INSTRUCT_TRAIN
+from lifelong.data.task import Document, Example, PromptFormat, Revision, Stream, Task
+from lifelong.errors import UserError
+from lifelong.seeding import derive_seed
+
+# Chat rows, no task token; room for a few retrieved documents in front of a question.
+FACTS_FORMAT = PromptFormat(chat=True, task_token=False, max_tokens=512)
+FIRST_UPDATE_YEAR = 2021  # task k's updates happen in year FIRST_UPDATE_YEAR + k
+CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
+NAME_ENDINGS = {
+    "country": ("ia", "and", "ora", "esh", "ovia"),
+    "city": ("in", "a", "holm", "vik", "ton"),
+    "first": ("a", "o", "en", "is"),
+    "last": ("sk", "ov", "ard", "ic"),
+    "company": (" Systems", " Industries", " Labs", " Works", " Foods"),
+}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A kind of fact: its document, two training phrasings and a held-out one of its question(s),
+    and (if it can change) the document that restates it. `{s}` is the subject, `{v}` the value."""
+
+    key: str  # "capital of {s}"
+    document: str
+    questions: tuple[tuple[str, str, str], ...]  # (train, train, held-out) per question
+    update: str = ""  # "" : the fact never changes
+
+
+RELATIONS = {
+    "capital": Relation(
+        "capital of {s}",
+        "{v} is the capital of {s}.",
+        (("What is the capital of {s}?", "Name the capital of {s}.", "Which city is {s}'s capital?"),),
+        "In {year} the capital of {s} moved to {v}.",
+    ),
+    "headquarters": Relation(
+        "headquarters of {s}",
+        "{s} has its headquarters in {v}.",
+        (
+            (
+                "Where is {s} headquartered?",
+                "Where are the headquarters of {s}?",
+                "In which city does {s} have its head office?",
+            ),
+        ),
+        "In {year} {s} moved its headquarters to {v}.",
+    ),
+    "mayor": Relation(
+        "mayor of {s}",
+        "{v} is the mayor of {s}.",
+        (("Who is the mayor of {s}?", "Name the mayor of {s}.", "Who leads the town of {s} as its mayor?"),),
+        "In {year} {v} became the mayor of {s}.",
+    ),
+    "birthplace": Relation(
+        "birthplace of {s}",
+        "{s} was born in {v}.",
+        (("Where was {s} born?", "In which town was {s} born?", "What is the birthplace of {s}?"),),
+    ),
+}
+NONE = Relation("", "", ())
+FOUNDING = (  # one document, two questions: "{v} founded {s} in {year}."
+    "{v} founded {s} in {year}.",
+    ("Who founded {s}?", "Who started the company {s}?", "Who is the founder of {s}?"),
+    ("When was {s} founded?", "In which year was {s} started?", "In what year did {s} begin?"),
+)
+
+
+class Names:
+    """Invented names, none used twice in a stream."""
+
+    def __init__(self, rng: random.Random):
+        self.rng, self.used = rng, set()
+
+    def stem(self, syllables: int) -> str:
+        return "".join(self.rng.choice(CONSONANTS) + self.rng.choice(VOWELS) for _ in range(syllables))
+
+    def __call__(self, kind: str) -> str:
+        while True:
+            if kind == "person":
+                name = f"{self('first')} {self('last')}"
+            else:
+                name = self.stem(2).capitalize() + self.rng.choice(NAME_ENDINGS[kind])
+            if name not in self.used:
+                self.used.add(name)
+                return name
+
+
+@dataclass
+class Fact:
+    """A fact of a task: its document, its (train, train, held-out, answer) questions, and what an
+    update needs (relation name, subject, value kind)."""
+
+    document: Document
+    questions: list[tuple[str, str, str, str]]
+    relation: str = ""
+    subject: str = ""
+
+
+def relation_fact(name: str, subject: str, value: str) -> Fact:
+    rel = RELATIONS[name]
+    text = rel.document.format(s=subject, v=value)
+    questions = [(*(q.format(s=subject) for q in qs), value) for qs in rel.questions]
+    return Fact(Document(text, rel.key.format(s=subject)), questions, name, subject)
+
+
+def group_facts(names: Names, rng: random.Random) -> list[Fact]:
+    """Five documents on new entities: a country's capital, a company's founding and headquarters, a
+    person's birthplace, a town's mayor."""
+    country, capital, company = names("country"), names("city"), names("company")
+    founder, seat, person, birthplace = names("person"), names("city"), names("person"), names("city")
+    mayor, town = names("person"), names("city")
+    year = str(rng.randint(1850, 2010))
+    founding, who, when = FOUNDING
+    founded = Fact(
+        Document(founding.format(s=company, v=founder, year=year), f"founding of {company}"),
+        [(*(q.format(s=company) for q in who), founder), (*(q.format(s=company) for q in when), year)],
+    )
+    return [
+        relation_fact("capital", country, capital),
+        founded,
+        relation_fact("headquarters", company, seat),
+        relation_fact("birthplace", person, birthplace),
+        relation_fact("mayor", town, mayor),
+    ]
+
+
+def facts_stream(n_tasks: int = 4, groups_per_task: int = 3, n_updates: int = 2, seed: int = 0) -> Stream:
+    """Invented facts arriving as documents, a batch per task; later tasks restate earlier facts."""
+    if n_tasks < 1 or groups_per_task < 1 or n_updates < 0:
+        raise UserError("facts: n_tasks and groups_per_task must be >= 1, n_updates >= 0")
+    rng = random.Random(derive_seed(seed, "facts"))
+    names = Names(rng)
+    tasks: list[Task] = []
+    changeable: list[tuple[int, int]] = []  # (task, index of its held-out question) of a fact that can change
+    facts_of: list[list[Fact]] = []
+    for k in range(n_tasks):
+        facts = [fact for _ in range(groups_per_task) for fact in group_facts(names, rng)]
+        updates = rng.sample(changeable, min(n_updates, len(changeable))) if k else []
+        for j, i in sorted(updates):
+            changeable.remove((j, i))
+            old = facts_of[j][i]
+            value = names("person" if old.relation == "mayor" else "city")
+            new = relation_fact(old.relation, old.subject, value)
+            text = RELATIONS[old.relation].update.format(s=old.subject, v=value, year=FIRST_UPDATE_YEAR + k)
+            new.document = Document(text, new.document.key)
+            # the earlier task's held-out question about this fact: the new value from task k on
+            eval_index = sum(len(f.questions) for f in facts_of[j][:i])
+            tasks[j].revisions.append(Revision(eval_index, k, value))
+            facts.append(new)
+        facts_of.append(facts)
+        # an original fact changes at most once (an update is never restated: one revision per question)
+        changeable += [
+            (k, i)
+            for i, f in enumerate(facts[: len(facts) - len(updates)])
+            if RELATIONS.get(f.relation, NONE).update
+        ]
+        train = [Example(q, answer) for f in facts for a, b, _, answer in f.questions for q in (a, b)]
+        held = [Example(q, answer) for f in facts for _, _, q, answer in f.questions]
+        tasks.append(
+            Task(
+                name=f"facts{k + 1}",
+                kind="prompt_target",
+                train=train,
+                eval=held,
+                metric="answer_contains",
+                token=f"<facts{k + 1}>",
+                description=f"{len(facts)} documents, {len(held)} held-out questions",
+                format=FACTS_FORMAT,
+                documents=[f.document for f in facts],
+            )
+        )
+    return Stream(name="facts", tasks=tasks)
+
+
+# naive / self_replay with LoRA on smollm2-135m-instruct, 2 CPU cores: 24 steps of 4 rows a task, about
+# 2.4 passes over its 36-40 training questions (at ~5.4 s a LoRA step, 4 tasks ~9 minutes of steps:
+# an estimate, to be measured); every held-out question of a task is scored (at most 20).
+# `retrieval` alone makes 0 steps whatever this says.
+FACTS_TRAIN = {
+    **INSTRUCT_TRAIN,
+    "steps_per_task": 24,
+    "checkpoint_every": 12,
+    "eval_examples": 24,
+    "eval_batch_size": 24,
+}
+
+register_stream(
+    "facts",
+    StreamInfo(
+        facts_stream,
+        source="generated: invented towns, countries, people and companies (seeded)",
+        task_format="documents + a question on them -> the span that answers it",
+        metric="answer_contains (a restated fact: its newest value)",
+        model=INSTRUCT_MODEL,
+        train=FACTS_TRAIN,
+        adapter="lora:r=16:alpha=32",
+    ),
+)
