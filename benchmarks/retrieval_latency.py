@@ -72,20 +72,16 @@ def search_cost(sizes: list[int], repeats: int, seed: int) -> list[list]:
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     memory, queries = Memory(MINILM_DIM), unit(QUESTIONS)  # (Q, D)
-    step, rows, task = max(sizes) // 10, [], 0
-    while len(memory) < max(sizes):
-        n = min(step, max(sizes) - len(memory))
-        keyed = [
-            Document(f"doc {len(memory) + i}", f"key {(len(memory) + i) % (max(sizes) // 2)}")
-            for i in range(n)
-        ]
-        memory.add(keyed, task, unit(n))  # keys repeat from half-way: every later add supersedes one
-        task += 1
-        for size in sizes:
-            if len(memory) >= size and size not in [r[0] for r in rows] and len(memory) - n < size:
-                rows.append(
-                    [size, *timed_search(memory, queries, repeats), memory.bytes()["index_bytes"] / 1e6]
-                )
+    half, rows, task = max(sizes) // 2, [], 0
+    for size in sorted(sizes):  # grown to each size in ten adds, measured there, never rebuilt
+        step = max(1, (size - len(memory)) // 10)
+        while len(memory) < size:
+            n = min(step, size - len(memory))
+            start = len(memory)
+            keyed = [Document(f"doc {start + i}", f"key {(start + i) % half}") for i in range(n)]
+            memory.add(keyed, task, unit(n))  # keys repeat from half-way: every later add supersedes one
+            task += 1
+        rows.append([size, *timed_search(memory, queries, repeats), memory.bytes()["index_bytes"] / 1e6])
     return rows
 
 
