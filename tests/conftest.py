@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +50,13 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+def killed_copy(run: Path, tag: str, dest: Path) -> Path:
+    """`run` as its directory was right after checkpoint `tag` (a run killed there), copied to `dest`:
+    `latest` names `tag` and the results files are gone."""
+    shutil.copytree(run, dest)
+    (dest / "checkpoints" / "latest").write_text(tag + "\n")
+    for name in ("matrix.json", "summary.json"):
+        (dest / name).unlink()
+    return dest

@@ -24,7 +24,7 @@ from lifelong.methods.grace import Codebook, nearest, rms_distances
 from lifelong.models import build_preset, build_tokenizer
 from lifelong.rundir import RunDir, load_tensors_and_scalars, save_tensors_and_scalars
 from lifelong.train import Trainer
-from tests.conftest import small_config_dict
+from tests.conftest import killed_copy, small_config_dict
 
 EDIT_MODEL = {
     "preset": "tiny",
@@ -249,11 +249,7 @@ def test_a_resumed_grace_run_gives_the_same_matrix(tmp_path, tag):
     whole, matrix = run_edits(tmp_path, ["grace"], n_edits=8, checkpoint_every=10)
     saved = json.loads((whole.path / "checkpoints" / tag / "preference.json").read_text())
     assert len(saved["base_answers.edits-001"]) == 8  # the initial model's neighbour answers, kept
-    killed = tmp_path / "killed"  # the run as it was right after checkpoint `tag`
-    shutil.copytree(whole.path, killed)
-    (killed / "checkpoints" / "latest").write_text(tag + "\n")
-    for name in ("matrix.json", "summary.json"):
-        (killed / name).unlink()
+    killed = killed_copy(whole.path, tag, tmp_path / "killed")
     resumed = lifelong.resume(killed, show_progress=False)
     assert resumed.progress.matrix == whole.progress.matrix
     assert json.loads((killed / "matrix.json").read_text())["also_reported"] == matrix["also_reported"]

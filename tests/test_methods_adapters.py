@@ -7,7 +7,6 @@ any model loads."""
 from __future__ import annotations
 
 import json
-import shutil
 from contextlib import nullcontext
 
 import pytest
@@ -33,7 +32,7 @@ from lifelong.models import build_preset, build_tokenizer
 from lifelong.rundir import RunDir
 from lifelong.sampling import generate
 from lifelong.train import Trainer
-from tests.conftest import small_config_dict
+from tests.conftest import killed_copy, small_config_dict
 from tests.test_methods import MODEL, STREAM, TRAIN, fgt, run_method
 from tests.test_methods_architecture import composed, nudge
 
@@ -263,12 +262,7 @@ def test_lora_per_task_forgets_less_than_naive(tmp_path_factory):
 def test_resume_of_an_adapter_run_matches(tmp_path, methods, tag):
     train = {"checkpoint_every": 2, "reset_optimizer": False}
     whole = lifelong.run(parse_config(small_config_dict(tmp_path, methods=methods, train=train)), False)
-    # a run killed right after checkpoint `tag`: its directory as it was then
-    killed = tmp_path / "killed"
-    shutil.copytree(whole.path, killed)
-    (killed / "checkpoints" / "latest").write_text(tag + "\n")
-    for name in ("matrix.json", "summary.json"):
-        (killed / name).unlink()
+    killed = killed_copy(whole.path, tag, tmp_path / "killed")  # a run killed right after `tag`
     resumed = lifelong.resume(killed, show_progress=False)
     assert resumed.progress.matrix == whole.progress.matrix
     losses = lambda p: [json.loads(x)["loss"] for x in (p / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
