@@ -233,6 +233,22 @@ def pretrain_cmd(
         typer.echo(f"wrote {path}")
 
 
+@app.command("export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (its newest checkpoint is exported).")],
+    name: Annotated[str | None, typer.Option(help="Write it into the model cache under this name.")] = None,
+    to: Annotated[Path | None, typer.Option(help="Write it into this new directory instead.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="The model cache.")] = None,
+) -> None:
+    """Write a run's trained model (adapters merged) as a plain Hugging Face model directory."""
+    from lifelong.export import export_run
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run directory (it has no config.yaml)")
+    path = export_run(run_dir, name, to, cache_dir)
+    typer.echo(f"wrote {path}" + (f" (use it as model: {{base: {name}}})" if name else ""))
+
+
 models_app = typer.Typer(
     add_completion=False, invoke_without_command=True, help="The local model cache: list, import."
 )

@@ -141,6 +141,8 @@ def evaluate_stream(
                 rows = rewritten_rows(task, max_examples, newest, partial(contexts, i))
                 scored = evaluate_task(model, task, stream, batch_size, max_examples, details, rows)
             scores.append(scored.score)
+            if details is not None and (restated := restated_answers(task, scored, newest)):
+                details[task.name] = details.get(task.name, {}) | restated
             if predictions is not None and n_predictions and scored.answers is not None:
                 predictions[task.name] = prediction_records(task, stream, scored, n_predictions)
         for task in stream.kept:  # evaluated, never trained: the model as it is, no per-task route
@@ -191,6 +193,29 @@ def rewritten_rows(
         raise UserError(f"task {task.name!r}: no rewritten eval prompt fits the limit of {task.writer.limit}")
     pairs = list(zip(written.rows, written.starts, strict=True))
     return [r[:s] for r, s in pairs], [r[s:] for r, s in pairs]
+
+
+def restated_answers(task: EncodedTask, scored: Scored, newest: int) -> dict[str, float] | None:
+    """Of the scored questions whose fact a task up to `newest` restated (`task.revisions`): how many
+    (`restated`), the fraction answered with the newest value (`restated_newest`) and the fraction
+    answered with a value it replaced and not the newest (`restated_old`). None if there are none."""
+    if scored.answers is None or scored.correct is None:
+        return None
+    values: dict[int, list[str]] = {}  # example -> its values, oldest first
+    for r in sorted(task.revisions, key=lambda r: r.task):
+        if r.task <= newest and r.example < len(scored.answers):
+            values.setdefault(r.example, [task.examples[r.example].target]).append(r.target)
+    if not values:
+        return None
+    old = [
+        not scored.correct[i] and any(words_within(normalise(v), scored.answers[i]) for v in vs[:-1])
+        for i, vs in values.items()
+    ]
+    return {
+        "restated": float(len(values)),
+        "restated_newest": sum(scored.correct[i] for i in values) / len(values),
+        "restated_old": sum(old) / len(values),
+    }
 
 
 def _score(model, task, stream, batch_size, max_examples, details, given) -> Scored:

@@ -67,6 +67,7 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         "total_params": progress.total_params,
         "peak_memory_mb": round(peak_memory_mb(), 1),
         **edit_summary(progress, data, also),
+        **restated_summary(also),
         **environment_record(run_dir),
     }
     write_json(run_dir.path / "summary.json", result)
@@ -132,6 +133,31 @@ def edit_summary(progress: Progress, data, also: dict[str, dict[str, Any]]) -> d
                 "reliability_after_last_task": mean(progress.matrix[-1], 0, first),
             },
             "note": "over every edit made so far (all past columns), not only the last task's",
+        }
+    }
+
+
+def restated_summary(also: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """`restated`: after the last task, the questions whose fact a later document restated, over every
+    column, and the fractions answered with the newest value and with a replaced one. {} if none."""
+    if "restated" not in also or not also["restated"]["rows"]:
+        return {}
+    counts = also["restated"]["rows"][-1]
+    total = sum(c for c in counts if c)
+    if not total:
+        return {}
+
+    def share(score: str) -> float:
+        row = also[score]["rows"][-1]
+        return sum(c * f for c, f in zip(counts, row, strict=True) if c) / total
+
+    return {
+        "restated": {
+            "questions": int(total),
+            "newest_value": share("restated_newest"),
+            "replaced_value": share("restated_old"),
+            "note": "questions on facts a later task restated, after the last task: the answers that "
+            "give the newest value, and those that give a value it replaced",
         }
     }
 

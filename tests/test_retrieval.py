@@ -20,11 +20,11 @@ import lifelong
 from lifelong.config import parse_config, stream_config
 from lifelong.data import build_stream
 from lifelong.data.batching import encode_stream
-from lifelong.data.scenarios.facts import facts_stream
+from lifelong.data.scenarios.facts import facts_reader_stream, facts_stream
 from lifelong.data.spec import StreamConfig
 from lifelong.data.task import Document
 from lifelong.errors import UserError
-from lifelong.evaluate import rewritten_rows
+from lifelong.evaluate import Scored, restated_answers, rewritten_rows
 from lifelong.methods import MethodContext
 from lifelong.models import build_tokenizer
 from lifelong.rundir import RunDir
@@ -91,6 +91,25 @@ def test_the_stream_is_listed_with_its_suggested_settings():
     assert [m.name for m in stream_config("facts", "naive").methods] == ["lora"]
     assert [m.name for m in stream_config("facts", "self_replay").methods] == ["self_replay", "lora"]
     assert [m.name for m in stream_config("facts", "retrieval+lora").methods] == ["retrieval", "lora"]
+
+
+def test_the_reader_stream_reads_other_facts_with_the_answer_among_its_distractors():
+    reader, again = facts_reader_stream(seed=0), facts_reader_stream(seed=0)
+    (task,) = reader.tasks
+    assert (task.train, task.eval) == (again.tasks[0].train, again.tasks[0].eval)
+    facts = facts_stream(seed=0)  # the stream it prepares for: none of its documents is read here
+    prompts = " ".join(ex.prompt for ex in [*task.train, *task.eval])
+    assert not any(d.text in prompts for t in facts.tasks for d in t.documents)
+    first = 0
+    for ex in [*task.train, *task.eval]:
+        context, question = ex.prompt.removeprefix("Context:\n").split("\n\nQuestion: ")
+        docs = [line.removeprefix("- ") for line in context.splitlines()]
+        assert len(docs) == 3 and sum(ex.target in d for d in docs) >= 1  # the answer is in the context
+        first += ex.target in docs[0]
+    assert 0.2 < first / (len(task.train) + len(task.eval)) < 0.6  # not always the first document
+    # held out: the last tasks' facts, in the phrasing never trained, about entities never trained
+    trained = " ".join(ex.prompt.split("Question: ")[1] for ex in task.train)
+    assert len(task.eval) == 40 and not any(ex.target in trained for ex in task.eval)
 
 
 def test_two_prompt_rewriting_methods_are_refused_before_the_model_loads(tmp_path):
@@ -174,6 +193,25 @@ def test_eval_rows_are_rewritten_through_the_tasks_row_writer_and_revised():
     assert [a for j, a in enumerate(after) if j != i] == [b for j, b in enumerate(before) if j != i]
 
 
+def test_restated_facts_are_counted_as_newest_or_replaced_value():
+    stream = build_stream(StreamConfig(builtin="facts", format="plain", options=OPTIONS), 0)
+    task = encode_stream(stream, build_tokenizer(None, []), 320).tasks[0]
+    (revision,) = task.revisions
+    i, old = revision.example, task.examples[revision.example].target
+    answers = ["x"] * len(task.examples)
+    correct = [False] * len(task.examples)
+    assert restated_answers(task, Scored(0.0, answers, correct), revision.task - 1) is None  # not yet
+    answers[i] = f"It is {old}."  # the replaced value
+    assert restated_answers(task, Scored(0.0, answers, correct), revision.task) == {
+        "restated": 1.0,
+        "restated_newest": 0.0,
+        "restated_old": 1.0,
+    }
+    answers[i], correct[i] = f"Now {revision.target}, once {old}", True  # the newest value counts first
+    got = restated_answers(task, Scored(0.0, answers, correct), revision.task)
+    assert (got["restated_newest"], got["restated_old"]) == (1.0, 0.0)
+
+
 # ------------------------------------------------------------------ runs
 
 
@@ -198,6 +236,10 @@ def test_retrieval_alone_makes_no_optimizer_step_and_resumes_to_the_same_matrix(
     assert faiss.read_index(str(whole.path / "retrieval" / "index.faiss")).ntotal == 17
     last = read_log(whole.path / "predictions.jsonl")[-1]
     assert last["predictions"]["facts1"][0]["prompt"].startswith("Context:\n- ")
+    restated = json.loads((whole.path / "summary.json").read_text())["restated"]
+    assert restated["questions"] == 2 and 0 <= restated["newest_value"] + restated["replaced_value"] <= 1
+    also = json.loads((whole.path / "matrix.json").read_text())["also_reported"]
+    assert also["restated"]["rows"][-1][:2] == [1.0, 1.0]  # one restated question each in facts1, facts2
 
     # stopped after task 1: the later checkpoints and the results gone; the memory comes back
     matrix, evals = whole.progress.matrix, read_log(whole.path / "evals.jsonl")

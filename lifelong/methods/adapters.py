@@ -79,7 +79,7 @@ SUBLAYERS = {"attn": "self_attn", "mlp": "mlp"}  # site -> attribute of a Llama 
 class Adapters(SelectsPerTask):
     # The trainable set changes between tasks (per_task, or the base on the first task), which
     # DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
 
     def setup(self, model, ctx):
         n_tasks = len(ctx.stream.tasks)

@@ -60,7 +60,7 @@ def pass_through_when_off(module, args, kwargs, output):
 class Expand(SelectsPerTask):
     # Adds blocks (refused next to an adapter method); the trainable set changes at each task, which
     # DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="expansion", distributed=False)
+    compatibility = Compatibility(kind="expansion", distributed=False, exports=False)
 
     def setup(self, model, ctx):
         decoder = model.base_model

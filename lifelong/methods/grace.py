@@ -136,7 +136,7 @@ class Codebook(torch.nn.Module):
 
 class Grace(Method):
     # The trainable set (one task's values) changes at every task: not under DDP.
-    compatibility = Compatibility(kind="adapter", distributed=False, edits_only=True)
+    compatibility = Compatibility(kind="adapter", distributed=False, edits_only=True, exports=False)
 
     def __init__(self, cfg: GraceConfig):
         super().__init__(cfg)

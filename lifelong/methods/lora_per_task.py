@@ -27,7 +27,7 @@ class LoraPerTaskConfig(LoraOptions):
 
 class LoraPerTask(SelectsPerTask):
     # The trainable set changes at each task, which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
 
     def setup(self, model, ctx):
         self.per_task = PerTaskAdapters(model, self.cfg, len(ctx.stream.tasks), self.cfg.inference)

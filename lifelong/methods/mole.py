@@ -58,7 +58,7 @@ class Router(torch.nn.Module):
 
 class Mole(SelectsPerTask):
     # The trainable set changes at each task, which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
 
     def setup(self, model, ctx):
         self.names = task_adapter_names(len(ctx.stream.tasks))

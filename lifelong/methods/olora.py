@@ -31,7 +31,7 @@ class OLoraConfig(LoraOptions):
 
 class OLora(SelectsPerTask):
     # The trainable set changes at each task, which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
 
     def __init__(self, cfg: OLoraConfig):
         super().__init__(cfg)

@@ -82,7 +82,7 @@ class PrefixTuningConfig(PromptOptions):
 class PrefixTuning(SelectsPerTask):
     # Adds weights and freezes the base, like an adapter; the trainable set changes between tasks
     # (progressive, or the base on the first task), which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
 
     def setup(self, model, ctx):
         config = model.config

@@ -158,7 +158,7 @@ INITS = {"sample_vocab": PromptTuningInit.SAMPLE_VOCAB, "random": PromptTuningIn
 class PromptTuning(SelectsPerTask):
     # Adds weights and freezes the base, like an adapter; the trainable set changes between tasks
     # (progressive, or the base on the first task), which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False)
+    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
 
     def setup(self, model, ctx):
         embeddings = model.get_input_embeddings()

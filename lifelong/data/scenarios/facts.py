@@ -32,6 +32,7 @@ retrieval` trains nothing (the documents go to a faiss memory, top-k put before 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from lifelong.data.registry import StreamInfo, register_stream
@@ -42,6 +43,9 @@ from lifelong.seeding import derive_seed
 
 # Chat rows, no task token; room for a few retrieved documents in front of a question.
 FACTS_FORMAT = PromptFormat(chat=True, task_token=False, max_tokens=512)
+# A question with its retrieved documents in front, in the user turn (the `retrieval` method's default)
+CONTEXT_PROMPT = "Context:\n{context}\n\nQuestion: {question}"
+WORD = re.compile(r"\w+")
 FIRST_UPDATE_YEAR = 2021  # task k's updates happen in year FIRST_UPDATE_YEAR + k
 CONSONANTS, VOWELS = "bdfgklmnprstvz", "aeiou"
 NAME_ENDINGS = {
@@ -162,36 +166,48 @@ def group_facts(names: Names, rng: random.Random) -> list[Fact]:
     ]
 
 
-def facts_stream(n_tasks: int = 4, groups_per_task: int = 3, n_updates: int = 2, seed: int = 0) -> Stream:
-    """Invented facts arriving as documents, a batch per task; later tasks restate earlier facts."""
-    if n_tasks < 1 or groups_per_task < 1 or n_updates < 0:
-        raise UserError("facts: n_tasks and groups_per_task must be >= 1, n_updates >= 0")
-    rng = random.Random(derive_seed(seed, "facts"))
+def fact_batches(
+    n_tasks: int, groups_per_task: int, n_updates: int, rng: random.Random
+) -> tuple[list[list[Fact]], list[list[Revision]]]:
+    """Each task's facts (its updates of earlier facts last) and each task's revisions (what later
+    tasks restated of its held-out questions)."""
     names = Names(rng)
-    tasks: list[Task] = []
-    changeable: list[tuple[int, int]] = []  # (task, index of its held-out question) of a fact that can change
-    facts_of: list[list[Fact]] = []
+    batches: list[list[Fact]] = []
+    revisions: list[list[Revision]] = []
+    changeable: list[tuple[int, int]] = []  # (task, index of its fact) of a fact that can change
     for k in range(n_tasks):
         facts = [fact for _ in range(groups_per_task) for fact in group_facts(names, rng)]
         updates = rng.sample(changeable, min(n_updates, len(changeable))) if k else []
         for j, i in sorted(updates):
             changeable.remove((j, i))
-            old = facts_of[j][i]
+            old = batches[j][i]
             value = names("person" if old.relation == "mayor" else "city")
             new = relation_fact(old.relation, old.subject, value)
             text = RELATIONS[old.relation].update.format(s=old.subject, v=value, year=FIRST_UPDATE_YEAR + k)
             new.document = Document(text, new.document.key)
             # the earlier task's held-out question about this fact: the new value from task k on
-            eval_index = sum(len(f.questions) for f in facts_of[j][:i])
-            tasks[j].revisions.append(Revision(eval_index, k, value))
+            eval_index = sum(len(f.questions) for f in batches[j][:i])
+            revisions[j].append(Revision(eval_index, k, value))
             facts.append(new)
-        facts_of.append(facts)
+        batches.append(facts)
+        revisions.append([])
         # an original fact changes at most once (an update is never restated: one revision per question)
         changeable += [
             (k, i)
             for i, f in enumerate(facts[: len(facts) - len(updates)])
             if RELATIONS.get(f.relation, NONE).update
         ]
+    return batches, revisions
+
+
+def facts_stream(n_tasks: int = 4, groups_per_task: int = 3, n_updates: int = 2, seed: int = 0) -> Stream:
+    """Invented facts arriving as documents, a batch per task; later tasks restate earlier facts."""
+    if n_tasks < 1 or groups_per_task < 1 or n_updates < 0:
+        raise UserError("facts: n_tasks and groups_per_task must be >= 1, n_updates >= 0")
+    rng = random.Random(derive_seed(seed, "facts"))
+    batches, revisions = fact_batches(n_tasks, groups_per_task, n_updates, rng)
+    tasks = []
+    for k, (facts, revised) in enumerate(zip(batches, revisions, strict=True)):
         train = [Example(q, answer) for f in facts for a, b, _, answer in f.questions for q in (a, b)]
         held = [Example(q, answer) for f in facts for _, _, q, answer in f.questions]
         tasks.append(
@@ -205,9 +221,78 @@ def facts_stream(n_tasks: int = 4, groups_per_task: int = 3, n_updates: int = 2,
                 description=f"{len(facts)} documents, {len(held)} held-out questions",
                 format=FACTS_FORMAT,
                 documents=[f.document for f in facts],
+                revisions=revised,
             )
         )
     return Stream(name="facts", tasks=tasks)
+
+
+def with_context(question: str, docs: list[str], prompt: str = CONTEXT_PROMPT) -> str:
+    """The question with its documents in front, as "- document" lines (none: the question alone)."""
+    if not docs:
+        return question
+    return prompt.replace("{context}", "\n".join(f"- {d}" for d in docs)).replace("{question}", question)
+
+
+FUNCTION_WORDS = frozenset(
+    "a an and as at by did does for has have in is its of on the to was what when where which who".split()
+)
+
+
+def words(text: str) -> set[str]:
+    """The content words of `text` (function words out: they would rank every document alike)."""
+    return set(WORD.findall(text.casefold())) - FUNCTION_WORDS
+
+
+def reading_context(
+    question: str, gold: Document, live: list[Document], k: int, rng: random.Random
+) -> list[str]:
+    """`gold` and the `k - 1` live documents sharing the most words with the question (ties drawn at
+    random), in a random order: what a retriever hands a reader, with the answer not always first."""
+    others = [d for d in live if d is not gold]
+    asked = words(question)
+    ranked = sorted(others, key=lambda d: (-len(asked & words(d.text)), rng.random()))
+    docs = [gold.text, *(d.text for d in ranked[: k - 1])]
+    rng.shuffle(docs)
+    return docs
+
+
+def facts_reader_stream(
+    n_tasks: int = 12,
+    groups_per_task: int = 3,
+    n_updates: int = 2,
+    k: int = 3,
+    held_out_tasks: int = 2,
+    seed: int = 0,
+) -> Stream:
+    """Reading practice for a retrieval reader: questions on invented facts with their documents in front."""
+    if k < 1 or not 0 < held_out_tasks < n_tasks:
+        raise UserError("facts_reader: k must be >= 1 and 0 < held_out_tasks < n_tasks")
+    # its own seed: other entities than the `facts` stream of the same seed
+    rng = random.Random(derive_seed(seed, "facts_reader"))
+    batches, _ = fact_batches(n_tasks, groups_per_task, n_updates, rng)
+    train, held = [], []
+    live: dict[str, Document] = {}  # key -> its newest document, as `retrieval` with recency newest
+    for t, facts in enumerate(batches):
+        live |= {f.document.key: f.document for f in facts}
+        documents = list(live.values())
+        for fact in facts:
+            for *phrasings, answer in fact.questions:
+                out = held if t >= n_tasks - held_out_tasks else train
+                for q in phrasings[2:] if out is held else phrasings:
+                    context = reading_context(q, fact.document, documents, k, rng)
+                    out.append(Example(with_context(q, context), answer))
+    task = Task(
+        name="reader",
+        kind="prompt_target",
+        train=train,
+        eval=held,
+        metric="answer_contains",
+        token="<reader>",
+        description=f"{len(train)} questions with context, {len(held)} held out on other facts",
+        format=FACTS_FORMAT,
+    )
+    return Stream(name="facts_reader", tasks=[task])
 
 
 # naive / self_replay with LoRA on smollm2-135m-instruct, 2 CPU cores: 24 steps of 4 rows a task, about
@@ -231,6 +316,30 @@ register_stream(
         metric="answer_contains (a restated fact: its newest value)",
         model=INSTRUCT_MODEL,
         train=FACTS_TRAIN,
+        adapter="lora:r=16:alpha=32",
+    ),
+)
+
+# Reading practice, once before a `facts` run with `retrieval` (docs/scenarios.md): LoRA r=16 on
+# smollm2-135m-instruct, about two passes over its ~560 questions.
+FACTS_READER_TRAIN = {
+    **INSTRUCT_TRAIN,
+    "steps_per_task": 150,
+    "batch_size": 8,
+    "checkpoint_every": 50,
+    "eval_examples": 40,
+    "eval_batch_size": 20,
+}
+
+register_stream(
+    "facts_reader",
+    StreamInfo(
+        facts_reader_stream,
+        source="generated: invented facts as in `facts`, from another seed",
+        task_format="a question with 3 documents in front (the answering one among distractors) -> its span",
+        metric="answer_contains",
+        model=INSTRUCT_MODEL,
+        train=FACTS_READER_TRAIN,
         adapter="lora:r=16:alpha=32",
     ),
 )
