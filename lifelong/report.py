@@ -124,6 +124,7 @@ def edit_summary(progress: Progress, data, also: dict[str, dict[str, Any]]) -> d
     return {
         "edits": {
             "made": made,
+            "per_task": [t.parts[0] for t in tasks],
             "train_seconds_per_edit": round(progress.train_seconds / made, 4),
             "seconds_per_edit": round((progress.train_seconds + progress.eval_seconds) / made, 4),
             "after_last_task": after,

@@ -280,7 +280,8 @@ def test_grace_keeps_earlier_edits_where_naive_forgets_them(tmp_path):
     assert grace["also_reported"]["locality"]["rows"][-1] == [1.0, 1.0, 1.0]
     assert naive["also_reported"]["locality"]["rows"][-1][0] < 1.0  # fine-tuning moves other answers
     edits = json.loads((tmp_path / "runs" / "grace" / "summary.json").read_text())["edits"]
-    assert edits["made"] == 12 and edits["after_last_task"]["reliability"] == 1.0
+    assert edits["made"] == 12 and edits["per_task"] == [4, 4, 4]
+    assert edits["after_last_task"]["reliability"] == 1.0
     assert edits["first_100"]["reliability_after_last_task"] == 1.0 and edits["train_seconds_per_edit"] > 0
 
 

@@ -256,6 +256,44 @@ def test_retrieval_alone_makes_no_optimizer_step_and_resumes_to_the_same_matrix(
     assert read_log(whole.path / "predictions.jsonl")[-1] == last  # the same retrieved contexts
 
 
+KILL_DURING_TASK_3 = """
+import os, signal, sys
+import lifelong
+from lifelong.config import load_config
+from lifelong.methods.retrieval import Retrieval
+
+own = Retrieval.eval_context
+
+def killed_while_reading(self, task_index, questions):
+    if self.added == 2:  # task 3's documents are in the memory, its checkpoint is not written yet
+        os.kill(os.getpid(), signal.SIGKILL)
+    return own(self, task_index, questions)
+
+Retrieval.eval_context = killed_while_reading
+lifelong.run(load_config(sys.argv[1]), show_progress=False)
+"""
+
+
+def test_a_retrieval_run_killed_by_sigkill_mid_task_resumes_to_the_same_matrix(tmp_path, write_config):
+    import subprocess
+    import sys
+
+    cfg = facts_config(tmp_path, [{"name": "retrieval", "embedder": "words"}], name="whole")
+    whole = lifelong.run(cfg, show_progress=False)
+    path = write_config(cfg.model_copy(update={"name": "killed"}).model_dump(mode="json"))
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_TASK_3, str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == -9, done.stderr  # killed, not finished
+    killed = tmp_path / "runs" / "killed"
+    assert not (killed / "summary.json").exists()
+    assert (killed / "checkpoints" / "latest").read_text().strip() == "after-task-002"
+    resumed = lifelong.resume(killed, show_progress=False)
+    assert resumed.progress.matrix == whole.progress.matrix
+    saved = json.loads((killed / "retrieval" / "documents.json").read_text())
+    assert saved == json.loads((whole.path / "retrieval" / "documents.json").read_text())
+
+
 def test_retrieval_with_lora_still_trains(tmp_path):
     cfg = facts_config(tmp_path, [{"name": "retrieval", "embedder": "words"}, "lora"], steps_per_task=2)
     result = lifelong.run(cfg, show_progress=False)
