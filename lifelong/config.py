@@ -361,16 +361,36 @@ def with_adapter(methods: str, adapter: str) -> str:
 
 
 def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
-    """Set dotted keys (`train.lr`) in a parsed YAML mapping, creating mappings on the way."""
+    """Set dotted keys (`train.lr`) in a parsed YAML mapping, creating mappings on the way; a number
+    picks an entry of a list (`methods.0.coef`: the first method's; a method written as a string,
+    `ewc:coef=1`, becomes its mapping)."""
     data = dict(data or {}) if isinstance(data, dict) or data is None else data
     for dotted, value in overrides.items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for n, key in enumerate(parents):
+            if isinstance(node, list):
+                i = list_index(node, key, dotted)
+                child = node[i]
+                node[i] = child = dict(method_list(child)[0] if isinstance(child, str) else child or {})
+                node = child
+                continue
             child = node.get(key)
             if isinstance(child, str) and key == "stream":  # the `stream: toy` shorthand
                 child = {"builtin": child}
-            node[key] = child = dict(child) if isinstance(child, dict) else {}
+            if isinstance(child, list) or (child is None and [*parents, leaf][n + 1].isdigit()):
+                node[key] = child = list(child or [])  # `methods.0.coef` with no methods: no entry 0
+            else:
+                node[key] = child = dict(child) if isinstance(child, dict) else {}
             node = child
-        node[leaf] = value
+        if isinstance(node, list):
+            node[list_index(node, leaf, dotted)] = value
+        else:
+            node[leaf] = value
     return data
+
+
+def list_index(node: list, key: str, dotted: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise UserError(f"--set {dotted}: {key!r} is not an entry of a list of {len(node)}")
+    return int(key)

@@ -194,6 +194,22 @@ def test_apply_overrides_dotted_keys():
     assert cfg.train.lr == 0.2 and cfg.seed == 3 and cfg.model.overrides == {"hidden_size": 16}
 
 
+def test_a_number_in_a_dotted_key_picks_a_list_entry():
+    data = {"methods": ["self_replay:loss=kl", {"name": "ewc", "strength": 1}]}
+    out = apply_overrides(data, {"methods.0.coef": 10, "methods.1.strength": 5})
+    assert out["methods"] == [
+        {"name": "self_replay", "loss": "kl", "coef": 10},
+        {"name": "ewc", "strength": 5},
+    ]
+    assert data["methods"][0] == "self_replay:loss=kl"  # input untouched
+    assert apply_overrides(data, {"methods.1": "lwf"})["methods"][1] == "lwf"
+    cfg = parse_config(out)
+    assert cfg.methods[0].coef == 10 and cfg.methods[1].strength == 5
+    for key in ("methods.2.coef", "methods.x.coef", "train.methods.0.coef"):
+        with pytest.raises(UserError, match="is not an entry of a list"):
+            apply_overrides({"methods": ["naive"], "train": {}}, {key: 1})
+
+
 def test_override_below_stream_shorthand_keeps_builtin():
     data = apply_overrides({"stream": "toy"}, {"stream.options.n_digits": 3})
     cfg = parse_config(data)

@@ -295,14 +295,15 @@ def facts_reader_stream(
     return Stream(name="facts_reader", tasks=[task])
 
 
-# naive / self_replay with LoRA on smollm2-135m-instruct, 2 CPU cores: 24 steps of 4 rows a task, about
-# 2.4 passes over its 36-40 training questions (at ~5.4 s a LoRA step, 4 tasks ~9 minutes of steps:
-# an estimate, to be measured); every held-out question of a task is scored (at most 20).
-# `retrieval` alone makes 0 steps whatever this says.
+# naive / self_replay with LoRA on smollm2-135m-instruct, 2 CPU cores, two runs side by side: 60 steps
+# of 4 rows a task at lr 1e-3, about six passes over its 36-40 training questions (at 24 steps and
+# 5e-4 the held-out phrasing was never learnt: 0.00-0.10 right after arrival); every held-out
+# question of a task is scored (at most 24). `retrieval` alone makes 0 steps whatever this says.
 FACTS_TRAIN = {
     **INSTRUCT_TRAIN,
-    "steps_per_task": 24,
-    "checkpoint_every": 12,
+    "steps_per_task": 60,
+    "lr": 1.0e-3,
+    "checkpoint_every": 30,
     "eval_examples": 24,
     "eval_batch_size": 24,
 }
