@@ -2,9 +2,9 @@
 
 For each run (a finished `edits` run directory): the mean reliability of the columns holding the
 first `--first` edits (100: the first 10 tasks at the default 10 edits a task), weighted by their
-edits, after every task from the one that completes them to the last: the curve that shows what
-later edits did to earlier ones. Prints every `--every`-th task as a table and draws the whole curve
-into `--plot` (one line per run).
+edits, after every task (before the first `--first` are all made: over those made so far): the curve
+that shows what later edits did to earlier ones. Prints every `--every`-th task as a table and draws
+the whole curve into `--plot` (one line per run).
 
     .venv/bin/python benchmarks/edit_curve.py RUN_DIR... --plot docs/img/edits_first100.png
 """
@@ -24,8 +24,11 @@ def first_edits_curve(run: Path, first: int) -> tuple[str, list[int], list[float
     columns = max(1, sum(n <= first for n in accumulate(per_task)))
     weights = per_task[:columns]
     rows = matrix["rows"]
-    tasks = list(range(columns, len(rows) + 1))
-    values = [sum(rows[k - 1][j] * w for j, w in enumerate(weights)) / sum(weights) for k in tasks]
+    tasks = list(range(1, len(rows) + 1))
+    values = []
+    for k in tasks:  # over the first edits made by task k (all of them from task `columns` on)
+        made = weights[: min(k, columns)]
+        values.append(sum(rows[k - 1][j] * w for j, w in enumerate(made)) / sum(made))
     return run.name, tasks, values
 
 
@@ -38,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     curves = [first_edits_curve(run, args.first) for run in args.runs]
     tasks = curves[0][1]
-    shown = [k for k in tasks if k == tasks[0] or k % args.every == 0 or k == tasks[-1]]
+    shown = [k for k in tasks if k in (1, 5) or k % args.every == 0 or k == tasks[-1]]
     print(
         f"reliability of the first {args.first} edits after task k (all past edits judged after every task)"
     )
