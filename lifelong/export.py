@@ -4,9 +4,9 @@
     lifelong export runs/my-run --to exported/my-model                 # anywhere
 
 The model is rebuilt as the run built it, its newest checkpoint is loaded (the last task's end for a
-finished run), LoRA-style adapters are merged into the weights (`merge_and_unload`), and the result
-is written with `save_pretrained` (safetensors) next to the tokenizer and `export.json` (the run, the
-checkpoint, the config hash). A model named into the cache is then a base like any other:
+finished run), LoRA adapters are merged into the weights (each LoRA layer into its base layer), and
+the result is written with `save_pretrained` (safetensors) next to the tokenizer and `export.json`
+(the run, the checkpoint, the config hash). A model named into the cache is then a base like any other:
 `model: {base: facts-reader}`. A method whose knowledge is not in plain weights (a codebook, routed
 adapters, a prompt, an external memory) cannot be exported this way and is refused in one line.
 """
