@@ -254,3 +254,23 @@ def test_ten_digit_addition():
 def test_negative_modulus_is_user_error():
     with pytest.raises(UserError, match="modulus"):
         toy_stream(tasks=["modadd"], modulus=-7, n_train=20, n_eval=5)
+
+
+def test_rounds_repeat_the_tasks_as_new_tasks_with_their_own_examples():
+    stream = toy_stream(tasks=["add", "modadd"], n_digits=2, n_train=40, n_eval=8, rounds=3, seed=0)
+    assert [t.name for t in stream.tasks] == ["add", "modadd", "add2", "modadd2", "add3", "modadd3"]
+    assert len({t.token for t in stream.tasks}) == 6
+    first, again = stream.tasks[0], stream.tasks[2]
+    assert first.train != again.train and first.eval != again.eval  # drawn with the round's own seed
+    sums = [sum(parse_prompt(e.prompt, 2)) for e in again.train]
+    assert [e.target for e in again.train] == [" ".join(str(s).zfill(3)) for s in sums]
+    # round 1 is the stream without rounds: the same examples
+    plain = toy_stream(tasks=["add", "modadd"], n_digits=2, n_train=40, n_eval=8, seed=0)
+    assert plain.tasks[0].train == first.train
+
+
+def test_rounds_and_repeated_names_are_checked():
+    with pytest.raises(UserError, match="rounds must be at least 1"):
+        toy_stream(rounds=0)
+    with pytest.raises(UserError, match="listed twice"):
+        toy_stream(tasks=["add", "add"])

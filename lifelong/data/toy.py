@@ -60,13 +60,19 @@ def distinct_codes(rng: random.Random, space: int, k: int) -> list[int]:
     return list(seen)
 
 
-def toy_task(name: str, n_digits: int, modulus: int, n_train: int, n_eval: int, seed: int) -> Task:
+def toy_task(
+    name: str, n_digits: int, modulus: int, n_train: int, n_eval: int, seed: int, round_index: int = 0
+) -> Task:
+    """Task `name`; a later round (`round_index` >= 1) is named `<name><round_index + 1>`, has its own
+    task token and draws its examples with its own seed."""
     if name not in TOY_TASKS:
         raise UserError(f"unknown toy task {name!r} (known: {', '.join(TOY_TASKS)})")
     answer, binary = TOY_TASKS[name]
     base = 10**n_digits
     space = base * base if binary else base
-    rng = random.Random(derive_seed(seed, "toy", name, n_digits))
+    parts = (name, n_digits) if round_index == 0 else (name, n_digits, round_index)
+    rng = random.Random(derive_seed(seed, "toy", *parts))
+    label = name if round_index == 0 else f"{name}{round_index + 1}"
     if space < SMALL_SPACE:  # nothing unseen to hold out: train on every input, score on them all
         drawn = distinct_codes(rng, space, space)
         train_codes, eval_codes = drawn, drawn[:n_eval]
@@ -81,13 +87,13 @@ def toy_task(name: str, n_digits: int, modulus: int, n_train: int, n_eval: int, 
         return Example(prompt, answer(a, b, n_digits, modulus))
 
     return Task(
-        name=name,
+        name=label,
         kind="prompt_target",
         train=[example(c) for c in train_codes],
         eval=[example(c) for c in eval_codes],
         metric="exact_match",
-        token=f"<{name}>",
-        description=f"{n_digits}-digit {name}",
+        token=f"<{label}>",
+        description=f"{n_digits}-digit {name}" + (f", round {round_index + 1}" if round_index else ""),
     )
 
 
@@ -98,15 +104,24 @@ def toy_stream(
     n_train: int = 20000,
     n_eval: int = 256,
     seed: int = 0,
+    rounds: int = 1,
 ) -> Stream:
     """Four digit tasks: addition -> reversal -> sort -> modular addition.
 
     `modulus` defaults to 10**n_digits: with a larger modulus and few digits, modular addition would be
-    the same task as addition."""
+    the same task as addition. `rounds` > 1 repeats the tasks that many times, each round a new task
+    (`add2`, `reverse2`, ...: its own token, examples drawn with its own seed): a long stream of
+    known difficulty, e.g. to measure how a method's cost grows with the number of tasks."""
     if n_digits < 1:
         raise UserError("toy stream: n_digits must be at least 1")
     if modulus is not None and modulus < 2:
         raise UserError(f"toy stream: modulus must be at least 2, got {modulus}")
+    if rounds < 1:
+        raise UserError(f"toy stream: rounds must be at least 1, got {rounds}")
+    if len(set(tasks)) < len(tasks):
+        raise UserError("toy stream: a task is listed twice (use rounds to repeat the tasks)")
     modulus = 10**n_digits if modulus is None else modulus
-    made = [toy_task(name, n_digits, modulus, n_train, n_eval, seed) for name in tasks]
+    made = [
+        toy_task(name, n_digits, modulus, n_train, n_eval, seed, r) for r in range(rounds) for name in tasks
+    ]
     return Stream(name="toy", tasks=made, vocabulary=TOY_SYMBOLS)
