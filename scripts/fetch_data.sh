@@ -22,8 +22,10 @@ else
 fi
 if [ ${#absent[@]} -gt 0 ]; then
   if can_apt; then
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${absent[@]}"
+    # another apt (an unattended upgrade, a second setup) may hold dpkg's lock: wait for it
+    apt-get -o DPkg::Lock::Timeout=600 update -q
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+      --no-install-recommends "${absent[@]}"
   else
     echo "fetch_data: as root, run: apt-get install ${absent[*]}"
   fi
