@@ -69,8 +69,8 @@ def png_img(png: bytes, alt: str) -> str:
 
 
 def heatmap_png(matrix: dict[str, Any]) -> bytes:
-    """The accuracy matrix (the initial model's row, then one row per task trained) × the tasks scored;
-    each column coloured over its own range (tasks are scored in different units), values written in."""
+    """The accuracy matrix (the initial model's row, then one row per task trained) × the tasks scored,
+    values written in; coloured over 0..1, a loss-scored column over its own range (its unit differs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +80,10 @@ def heatmap_png(matrix: dict[str, Any]) -> bytes:
     tasks = matrix["tasks"]
     n = len(tasks)
     values = np.array([matrix["baseline"][:n], *(row[:n] for row in matrix["rows"])], dtype=float)  # (K+1, n)
-    low, high = np.nanmin(values, axis=0), np.nanmax(values, axis=0)  # (n,) each
+    # fractions (accuracy, exact match, chrF / 100...) over 0..1; a loss column over its own range
+    own = np.array([m == "loss" for m in matrix["metrics"]])  # (n,)
+    low = np.where(own, np.nanmin(values, axis=0), 0.0)  # (n,)
+    high = np.where(own, np.nanmax(values, axis=0), 1.0)  # (n,)
     shade = (values - low) / np.where(high > low, high - low, 1.0)
     rows = ["(initial)", *(f"{k + 1}. {tasks[k]}" for k in range(len(matrix["rows"])))]
     side = 0.9 if n <= MAX_TABLE_TASKS else 0.12
@@ -167,7 +170,7 @@ def run_section(run: ReportRun) -> str:
             heatmap_png(run.matrix),
             f"accuracy matrix of {run.label}",
             "Accuracy matrix: row k is every task's score after training tasks 1..k "
-            "(colour: each column over its own range).",
+            "(colour: 0 to 1; a loss-scored column over its own range).",
         )
     ]
     if run.evals:
