@@ -5,6 +5,7 @@ every image loaded, no console error and no request made. Bad input is one line.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -57,9 +58,7 @@ def test_the_page_holds_the_runs_numbers_and_needs_nothing_from_outside(page, tw
         row = re.search(rf"<tr><td>{run.name}</td>(.*?)</tr>", text).group(1)
         assert f"<td>{summary['metrics']['AA']:.3f}</td>" in row
         assert f"<td>{summary['train_seconds']:.1f}</td>" in row
-        assert (
-            "<pre>" + (run / "config.yaml").read_text().replace('"', "&quot;").replace("'", "&#x27;") in text
-        )
+        assert f"<pre>{html.escape((run / 'config.yaml').read_text())}</pre>" in text
 
 
 def test_not_a_run_or_an_unfinished_run_is_one_line(two_runs, tmp_path, monkeypatch, capsys):
