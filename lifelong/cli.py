@@ -142,10 +142,19 @@ def report_cmd(
         str | None,
         typer.Option(help="TASK=SCORE: every task's score when TASK first reaches SCORE (e.g. rv1909=-4.2)."),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(help="Also write one self-contained HTML page of the runs (figures inline) here."),
+    ] = None,
 ) -> None:
-    """Print the matrices and metrics of finished runs side by side."""
+    """Print the matrices and metrics of finished runs side by side (--html: also as a page)."""
     from lifelong.report import print_at_target, print_runs
 
+    if html is not None:
+        from lifelong.html_report import write_html_report
+
+        write_html_report(runs, html)
+        typer.echo(f"wrote {html}")
     for path in runs:
         if not (path / "summary.json").is_file():
             raise UserError(f"{str(path)!r} has no results (summary.json): is the run finished?")

@@ -94,6 +94,7 @@ RESUMABLE_FIELDS = {
     "name",
     "output_dir",
     "tracking",
+    "tracking_project",
     "progress",
     "train.eval_batch_size",
     "train.predictions",
@@ -115,6 +116,8 @@ class RunConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     methods: list[SerializeAsAny[MethodConfig]] = Field(default_factory=list, validate_default=True)
     tracking: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=list)
+    # the MLflow experiment and the W&B project every run joins (TensorBoard: run_dir/tracking/<it>)
+    tracking_project: str = "lifelong"
     progress: bool = True  # a progress bar on the terminal
 
     @field_validator("methods", mode="before")

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import re
+import shutil
 import signal
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
@@ -103,12 +107,22 @@ def stop_on_ctrl_c() -> Iterator[dict[str, bool]]:
 
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
+# a character outside these in a metric or parameter name is refused by MLflow: it becomes "_" for all
+TRACKER_NAME_UNSAFE = re.compile(r"[^\w\-. /]")
 
 
 def check_trackers(trackers: list[str]) -> None:
     for name in trackers:
         if importlib.util.find_spec(TRACKER_PACKAGES[name]) is None:
-            raise UserError(f"tracking with {name} needs its package: pip install {TRACKER_PACKAGES[name]}")
+            raise UserError(
+                f"tracking with {name} needs its package: pip install {TRACKER_PACKAGES[name]} "
+                "(or pip install 'lifelong[tracking]')"
+            )
+
+
+def tracker_key(name: str) -> str:
+    """`name` as a metric or parameter name every tracker accepts (a task named `q&a` logs `q_a`)."""
+    return re.sub("/+", "/", TRACKER_NAME_UNSAFE.sub("_", name)).strip("/ ") or "_"
 
 
 def flat_config(cfg: BaseModel) -> dict[str, str | int | float | bool]:
@@ -123,7 +137,79 @@ def flat_config(cfg: BaseModel) -> dict[str, str | int | float | bool]:
             for i, v in enumerate(value):
                 walk(f"{prefix}.{i}", v)
         elif value is not None:
-            out[prefix] = value if isinstance(value, str | int | float | bool) else str(value)
+            out[tracker_key(prefix)] = value if isinstance(value, str | int | float | bool) else str(value)
 
     walk("", cfg.model_dump(mode="json"))
     return out
+
+
+def tracker_init_kwargs(trackers: list[str], run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Each tracker's own settings: the run's directory name as the MLflow and W&B run name, and
+    their records inside the run directory unless MLFLOW_TRACKING_URI or WANDB_DIR point elsewhere."""
+    kwargs: dict[str, dict[str, Any]] = {}
+    if "mlflow" in trackers:
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            import mlflow
+
+            # MLflow's own default is a database in the working directory; a run keeps its records
+            mlflow.set_tracking_uri(f"sqlite:///{(run_dir / 'tracking' / 'mlflow.db').resolve()}")
+        kwargs["mlflow"] = {"run_name": run_dir.name}
+    if "wandb" in trackers:
+        kwargs["wandb"] = {
+            "name": run_dir.name,
+            "dir": os.environ.get("WANDB_DIR") or str(run_dir / "tracking"),
+        }
+    return kwargs
+
+
+def tracker_errors(trackers: list[str]) -> tuple[type[BaseException], ...]:
+    """What the trackers raise when they cannot start (W&B not logged in, an MLflow server away)."""
+    errors: list[type[BaseException]] = []
+    if "mlflow" in trackers:
+        from mlflow.exceptions import MlflowException
+
+        errors.append(MlflowException)
+    if "wandb" in trackers:
+        from wandb.errors import Error as WandbError
+
+        errors.append(WandbError)
+    return tuple(errors)
+
+
+def start_trackers(
+    accelerator: Any, trackers: list[str], project: str, run_dir: Path, cfg: BaseModel
+) -> None:
+    """Open the configured trackers under `project` (the MLflow experiment, the W&B project, the
+    TensorBoard folder in `run_dir/tracking`) with the flat config as hyperparameters. One that cannot
+    start is a UserError; the others are closed again and a `tracking` folder made here is removed."""
+    folder = run_dir / "tracking"
+    made = not folder.exists()
+    folder.mkdir(exist_ok=True)
+    kwargs = tracker_init_kwargs(trackers, run_dir)
+    try:
+        accelerator.init_trackers(project, config=flat_config(cfg), init_kwargs=kwargs)
+    except tracker_errors(trackers) as err:
+        for tracker in accelerator.trackers:  # those started before the one that failed
+            with suppress(Exception):  # one that never started has nothing to close
+                tracker.finish()
+        accelerator.trackers = []
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"a tracker could not start ({first}); W&B without an account: WANDB_MODE=offline"
+        ) from None
+
+
+def end_trackers(accelerator: Any, outcome: Literal["finished", "failed", "killed"]) -> None:
+    """Close every tracker; a run that raised or was stopped is marked so where the tracker can say it
+    (MLflow's run status, W&B's exit code)."""
+    if outcome != "finished" and accelerator.is_main_process:
+        for tracker in accelerator.trackers:
+            if tracker.name == "mlflow":
+                import mlflow
+
+                mlflow.end_run(status=outcome.upper())
+            elif tracker.name == "wandb":
+                tracker.run.finish(exit_code=1 if outcome == "failed" else 255)
+    accelerator.end_training()

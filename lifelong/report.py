@@ -233,15 +233,19 @@ def matrix_csv(matrix: dict[str, Any]) -> str:
 
 
 def plot_curves(run_dir: RunDir, task_names: list[str], path: Path, kept: list[str] | None = None) -> None:
+    """curves.png: every task's score over training steps (see curves_figure)."""
+    evals = run_dir.read_log("evals.jsonl")
+    if evals:
+        atomic_write(path, figure_png(curves_figure(evals, task_names, kept)))
+
+
+def curves_figure(evals: list[dict[str, Any]], task_names: list[str], kept: list[str] | None = None):
     """Every task's score over training steps (kept columns dashed), the tasks' spans shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    evals = run_dir.read_log("evals.jsonl")
-    if not evals:
-        return
     cfg_steps = max(1, max((e["step"] for e in evals if e["task"] >= 0), default=1))
     fig, ax = plt.subplots(figsize=(8, 4.2))
     steps = [e["global_step"] for e in evals]
@@ -270,10 +274,17 @@ def plot_curves(run_dir: RunDir, task_names: list[str], path: Path, kept: list[s
         ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+def figure_png(fig, dpi: int = 110) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    atomic_write(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def load_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

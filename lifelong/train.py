@@ -42,7 +42,6 @@ from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
     check_trackers,
-    flat_config,
     lr_factor,
     new_optimizer,
     optimizer_step,
@@ -112,8 +111,6 @@ class Trainer:
         ]
         if single and self.accelerator.num_processes > 1:
             raise UserError(f"method {single[0]} cannot run on several processes (its trainable set changes)")
-        if cfg.tracking:
-            self.accelerator.init_trackers(run_dir.path.name, config=flat_config(cfg))
         self.device = self.accelerator.device
         if cfg.model.dtype == "float16" and self.device.type == "cpu":
             raise UserError(
@@ -179,6 +176,7 @@ class Trainer:
             kept=self.columns[len(self.task_names) :],
             total_params=sum(p.numel() for p in self.raw.parameters()),
         )
+        self.log.start_trackers(cfg)  # last: a tracker that cannot start leaves no run behind
 
     # ------------------------------------------------------------------ setup
     def new_optimizer(self) -> torch.optim.Optimizer:
@@ -207,14 +205,15 @@ class Trainer:
 
     # ------------------------------------------------------------------- loop
     def run(self) -> RunResult:
-        if self.resume:
-            self.restore()
-        if self.progress.baseline is None:
-            self.progress.baseline = self.record_eval(-1, 0, *self.initial)
-        with stop_on_ctrl_c() as ctrl_c, self.log.bar() as bar:
-            for task_index in range(self.progress.task, len(self.data)):
-                self.train_task(task_index, bar, ctrl_c)
-        self.log.results(self.progress, self.task_names, self.data, self.global_step())
+        with self.log.closing_trackers(stopped=(Interrupted, KeyboardInterrupt)):
+            if self.resume:
+                self.restore()
+            if self.progress.baseline is None:
+                self.progress.baseline = self.record_eval(-1, 0, *self.initial)
+            with stop_on_ctrl_c() as ctrl_c, self.log.bar() as bar:
+                for task_index in range(self.progress.task, len(self.data)):
+                    self.train_task(task_index, bar, ctrl_c)
+            self.log.results(self.progress, self.task_names, self.data, self.global_step())
         return RunResult(self.run_dir.path, self.cfg, self.progress, self.task_names)
 
     def train_task(self, t: int, bar, ctrl_c) -> None:

