@@ -171,9 +171,12 @@ class Trainer:
             model = train_new_rows(model, new_token_ids)  # the added task tokens' rows train anyway
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        self.model = self.accelerator.prepare(model)
-        self.raw = self.accelerator.unwrap_model(self.model)
-        self.wrapped = self.trainable_ids()  # the parameters DistributedDataParallel reduces
+        self.raw = self.model = model
+        self.wrapped: set[int] | None = None  # the parameters DistributedDataParallel reduces
+        if self.accelerator.num_processes == 1:
+            self.model = self.accelerator.prepare(model)
+            self.raw = self.accelerator.unwrap_model(self.model)
+        self.rewrap()
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress = Progress(
             cfg.config_hash(),
@@ -190,15 +193,17 @@ class Trainer:
         return {id(p) for p in self.raw.parameters() if p.requires_grad}
 
     def rewrap(self) -> None:
-        """Under several processes, wrap the model in DistributedDataParallel again when its trainable
-        parameters changed (a task's new adapter, prompt or block): DDP fixes the parameters it reduces
-        when it wraps. The old wrapper is released first (its gradient hooks go with it)."""
-        if self.accelerator.num_processes == 1 or self.trainable_ids() == self.wrapped:
+        """Under several processes, wrap the model in DistributedDataParallel, and again whenever its
+        trainable parameters change (a task's new adapter, prompt or block), since DDP fixes the
+        parameters it reduces when it wraps. The old wrapper is released first, with its hooks."""
+        trainable = self.trainable_ids()
+        if self.accelerator.num_processes == 1 or trainable == self.wrapped:
             return
         self.model = None
         self.accelerator.free_memory()  # drops Accelerate's reference to the old wrapper
-        self.model = self.accelerator.prepare(self.raw)
-        self.wrapped = self.trainable_ids()
+        # nothing trains yet (grace before its first edit, retrieval): DDP has nothing to reduce
+        self.model = self.accelerator.prepare(self.raw) if trainable else self.raw
+        self.wrapped = trainable
 
     def truncate_logs(self, global_step: int) -> None:
         if self.accelerator.is_main_process:
