@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 
 from lifelong.config import RunConfig, parse_config
 from lifelong.data import build_stream
@@ -110,6 +110,8 @@ class Trainer:
             project_dir=str(run_dir.path / "tracking"),
         )
         check_distributed(cfg, self.accelerator.num_processes)
+        if self.accelerator.distributed_type == DistributedType.FSDP:  # sharded weights: see the docs
+            raise UserError("FSDP is not supported yet (docs/distributed.md): launch with DDP")
         if cfg.tracking:
             self.accelerator.init_trackers(run_dir.path.name, config=flat_config(cfg))
         self.device = self.accelerator.device

@@ -31,7 +31,7 @@ from lifelong.distributed import share
 from lifelong.methods.base import MethodContext
 from lifelong.seeding import generator
 from lifelong.train import run
-from tests.conftest import small_config_dict
+from tests.conftest import killed_copy, small_config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {
@@ -125,3 +125,22 @@ def test_each_process_draws_its_own_rows_from_a_generator_they_share():
     alone = MethodContext(None, None, "cpu", 0, 8, 16, "sequence")
     gen = generator(0, "replay")
     assert alone.for_rank(gen) is gen  # one process: the draws of before
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_two_processes_ends_as_an_unbroken_one(tmp_path):
+    """lora_per_task stopped in its second task (one process) and resumed on two: the processes read
+    the checkpoint, wrap the second adapter, and end where the unbroken run ends."""
+    data = config("lora_per_task", tmp_path)
+    data["train"] |= {"checkpoint_every": 10}
+    whole = run(parse_config(data), show_progress=False).path
+    stopped = killed_copy(whole, "task-002-step-0000010", tmp_path / "stopped")
+    done = launch(["run", "--resume", str(stopped), "--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    scores = sum(json.loads((stopped / "matrix.json").read_text())["rows"], [])
+    assert scores == pytest.approx(
+        sum(json.loads((whole / "matrix.json").read_text())["rows"], []), abs=TOLERANCE
+    )
+    assert losses(stopped) == pytest.approx(losses(whole), abs=LOSS_TOLERANCE)
+    mine, theirs = final_weights(stopped), final_weights(whole)
+    assert max(float((mine[n] - theirs[n]).abs().max()) for n in mine) < WEIGHT_TOLERANCE
