@@ -99,13 +99,18 @@ def test_two_processes_train_as_one_does(method, two_processes, tmp_path):
     assert any(score > 0 for score in wanted)  # not a matrix of zeros
     steps = TRAIN["steps_per_task"] * 2
     assert len(losses(two)) == steps  # one line a step: rank 0 writes, the other does not
+    mine, theirs = final_weights(two), final_weights(one)
+    assert mine.keys() == theirs.keys()
+    apart = {
+        "matrix": max(abs(a - b) for a, b in zip(scores, wanted, strict=True)),
+        "loss": max(abs(a - b) for a, b in zip(losses(two), losses(one), strict=True)),
+        "weights": max(float((mine[n] - theirs[n]).abs().max()) for n in mine),
+    }
+    print(f"{method}: 2 processes vs 1, largest differences: {apart}")  # docs/distributed.md (pytest -s)
     if method == "self_replay":  # other replay rows than one process draws: the numbers differ
         assert (two / "samples.jsonl").is_file()
         return
-    assert losses(two) == pytest.approx(losses(one), abs=LOSS_TOLERANCE)
-    mine, theirs = final_weights(two), final_weights(one)
-    assert mine.keys() == theirs.keys()
-    assert max(float((mine[n] - theirs[n]).abs().max()) for n in mine) < WEIGHT_TOLERANCE
+    assert apart["loss"] < LOSS_TOLERANCE and apart["weights"] < WEIGHT_TOLERANCE
 
 
 def test_each_process_takes_its_share_of_the_rows():
