@@ -349,10 +349,18 @@ class Trainer:
             own = method.loss_terms(self.raw, task_view, next(replay_views) if extra is not None else None)
             terms |= {f"{self.labels[i]}.{name}": value for name, value in own.items()}  # unique keys
         loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise DivergenceError(self.divergence_message(loss.item()))
+        if self.diverged(loss):  # on this process, or on another (then this one's loss is finite)
+            value = loss.item() if not torch.isfinite(loss) else float("nan")
+            raise DivergenceError(self.divergence_message(value))
         optimizer_step(self.accelerator, loss, self.optimizer, self.model, self.cfg.train.grad_clip)
         return self.logged({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **stats})
+
+    def diverged(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is nan or inf, on any process (all of them stop together, none waits)."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        return bool(bad > 0)
 
     def task_loss(self, view: Forward) -> torch.Tensor:
         """The task rows' mean token loss. Under several processes the sum of this process's token
