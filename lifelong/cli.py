@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -15,7 +16,10 @@ if TYPE_CHECKING:
     from lifelong.config import RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help="Continual learning for language models.")
-err_console = Console(stderr=True)
+# Under a launcher (`accelerate launch`) every process runs this; only rank 0 prints (a user's mistake
+# is the same one on every process: one line).
+QUIET = os.environ.get("RANK", "0") != "0"
+err_console = Console(stderr=True, quiet=QUIET)
 DEFAULT_JOB = ["toy_naive", "toy_self_replay"]
 
 
@@ -77,7 +81,7 @@ def run_cmd(
     overrides = parse_set(set_ or [])
     if output_dir:
         overrides["output_dir"] = output_dir
-    console = Console()
+    console = Console(quiet=QUIET)
     if resume is not None:
         cfg = config_to_resume(resume, configs or [], overrides)
         if resume_run(resume, cfg, show_progress=progress).already_finished:

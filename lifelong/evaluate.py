@@ -56,6 +56,7 @@ import torch
 from transformers import DynamicCache
 
 from lifelong.data.batching import EncodedStream, EncodedTask, pad_rows
+from lifelong.distributed import gather
 from lifelong.errors import UserError
 from lifelong.losses import next_token_loss
 from lifelong.preference import reference_logprobs, reward_margins
@@ -123,6 +124,7 @@ def evaluate_stream(
     n_predictions: int = 8,
     newest: int = -1,
     contexts: Contexts = no_context,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[float]:
     """The score of every task of the stream, in stream order, then of each kept set (`stream.kept`,
     scored with the model as it is). Task i is scored inside `route(i)`: the methods' choice of
@@ -131,28 +133,51 @@ def evaluate_stream(
     task that has arrived; -1: none, the initial model). Scores reported next to a task's
     own (ALSO_REPORTED) go to `details[task name]`; with `predictions`, the first `n_predictions`
     examples of each generated or label-scored task go to `predictions[task name]` as {prompt,
-    target, prediction, correct} records."""
+    target, prediction, correct} records.
+
+    `shard` = (rank, world) under several processes: each process scores every world-th set (tasks
+    then kept sets, from its rank on) and the results are gathered, so every process returns all of
+    them, each computed exactly as one process computes it."""
+    rank, world = shard
+    sets = [(i, task) for i, task in enumerate(stream.tasks)] + [(None, task) for task in stream.kept]
     was_training = model.training
     model.eval()
-    scores = []
     try:
-        for i, task in enumerate(stream.tasks):
-            with route(i):
-                rows = rewritten_rows(task, max_examples, newest, partial(contexts, i))
-                scored = evaluate_task(model, task, stream, batch_size, max_examples, details, rows)
-            scores.append(scored.score)
-            if details is not None and (restated := restated_answers(task, scored, newest)):
-                details[task.name] = details.get(task.name, {}) | restated
-            if predictions is not None and n_predictions and scored.answers is not None:
-                predictions[task.name] = prediction_records(task, stream, scored, n_predictions)
-        for task in stream.kept:  # evaluated, never trained: the model as it is, no per-task route
-            scored = evaluate_task(model, task, stream, batch_size, max_examples, details)
-            scores.append(scored.score)
-            if predictions is not None and n_predictions and scored.answers is not None:
-                predictions[task.name] = prediction_records(task, stream, scored, n_predictions)
-        return scores
+        score = partial(scored_set, model, stream, batch_size, max_examples, route, n_predictions, newest)
+        mine = {k: score(task, i, contexts) for k, (i, task) in enumerate(sets) if k % world == rank}
     finally:
         model.train(was_training)
+    if world > 1:
+        mine = {k: v for part in gather(mine) for k, v in part.items()}
+    scores = []
+    for k, (_, task) in enumerate(sets):
+        score, own_details, records = mine[k]
+        scores.append(score)
+        if details is not None and own_details:
+            details[task.name] = details.get(task.name, {}) | own_details
+        if predictions is not None and n_predictions and records is not None:
+            predictions[task.name] = records
+    return scores
+
+
+def scored_set(
+    model, stream, batch_size, max_examples, route, n_predictions, newest, task, index, contexts
+) -> tuple[float, dict[str, float], list[dict[str, Any]] | None]:
+    """One set's score, its details and its first answers (`evaluate_stream`); `index` None: a kept
+    set, scored with the model as it is (no per-task route, no rewritten rows)."""
+    details: dict[str, dict[str, float]] = {}
+    if index is None:
+        scored = evaluate_task(model, task, stream, batch_size, max_examples, details)
+    else:
+        with route(index):
+            rows = rewritten_rows(task, max_examples, newest, partial(contexts, index))
+            scored = evaluate_task(model, task, stream, batch_size, max_examples, details, rows)
+        if restated := restated_answers(task, scored, newest):
+            details[task.name] = details.get(task.name, {}) | restated
+    records = None
+    if n_predictions and scored.answers is not None:
+        records = prediction_records(task, stream, scored, n_predictions)
+    return scored.score, details.get(task.name, {}), records
 
 
 def evaluate_task(

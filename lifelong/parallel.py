@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from lifelong.config import RunConfig
+from lifelong.errors import UserError
 from lifelong.progress import eval_line, on_terminal, print_line, stream_position
 from lifelong.rundir import RunDir
 from lifelong.train import Interrupted
@@ -35,8 +36,9 @@ def available_cores() -> int:
 
 
 def default_jobs(n_runs: int) -> int:
-    """One process per run up to the number of cores on CPU; one at a time on an accelerator."""
-    if torch.cuda.is_available():
+    """One process per run up to the number of cores on CPU; one at a time on an accelerator, or when a
+    launcher already runs several processes (`accelerate launch`: they train each run together)."""
+    if torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return 1
     return max(1, min(n_runs, available_cores()))
 
@@ -57,6 +59,8 @@ def _run_in_worker(path: str) -> str:
 
 def run_side_by_side(cfgs: list[RunConfig], jobs: int, show_progress: bool = True) -> list[Path]:
     """Run every config in its own process, at most `jobs` at a time; return the run directories."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--jobs runs side by side on one process each: under a launcher, use --jobs 1")
     cfgs = [with_threads(cfg, cfg.train.threads or threads_per_job(jobs)) for cfg in cfgs]
     paths = [RunDir.create(cfg).path for cfg in cfgs]
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:

@@ -109,7 +109,9 @@ def read_json(path: Path, what: str = "file") -> Any:
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """A warning line on stderr; under several processes from rank 0 only (they all see the same)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def environment(threads: int | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedType
 
 from lifelong.config import RunConfig, parse_config
 from lifelong.data import build_stream
@@ -38,6 +38,7 @@ from lifelong.data.batching import (
     encode_stream,
     forward_groups,
 )
+from lifelong.distributed import gather, is_main, join, on_cpu, on_main, world
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
@@ -102,15 +103,14 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         check_trackers(cfg.tracking)
         self.accelerator = Accelerator(
+            cpu=on_cpu(),  # several processes on a machine without a GPU: gloo
             mixed_precision=cfg.train.mixed_precision,
             log_with=list(cfg.tracking) or None,
             project_dir=str(run_dir.path / "tracking"),
         )
-        single = [
-            m.name for m in cfg.methods if not method_entry(m.name).method_cls.compatibility.distributed
-        ]
-        if single and self.accelerator.num_processes > 1:
-            raise UserError(f"method {single[0]} cannot run on several processes (its trainable set changes)")
+        check_distributed(cfg, self.accelerator.num_processes)
+        if self.accelerator.distributed_type == DistributedType.FSDP:  # sharded weights: see the docs
+            raise UserError("FSDP is not supported yet (docs/distributed.md): launch with DDP")
         self.device = self.accelerator.device
         if cfg.model.dtype == "float16" and self.device.type == "cpu":
             raise UserError(
@@ -153,6 +153,8 @@ class Trainer:
             partial(route_methods, self.hooked),
             self.write_sample,
             self.write_file,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
         )
         for method in self.hooked:
             model = method.setup(model, ctx)
@@ -168,8 +170,12 @@ class Trainer:
             model = train_new_rows(model, new_token_ids)  # the added task tokens' rows train anyway
         if cfg.train.gradient_checkpointing:
             enable_gradient_checkpointing(model)
-        self.model = self.accelerator.prepare(model)
-        self.raw = self.accelerator.unwrap_model(self.model)
+        self.raw = self.model = model
+        self.wrapped: set[int] | None = None  # the parameters DistributedDataParallel reduces
+        if self.accelerator.num_processes == 1:
+            self.model = self.accelerator.prepare(model)
+            self.raw = self.accelerator.unwrap_model(self.model)
+        self.rewrap()
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress = Progress(
             cfg.config_hash(),
@@ -183,10 +189,31 @@ class Trainer:
         trainable = (p for p in self.raw.parameters() if p.requires_grad)
         return new_optimizer(trainable, self.cfg.train, self.device)
 
+    def trainable_ids(self) -> set[int]:
+        return {id(p) for p in self.raw.parameters() if p.requires_grad}
+
+    def rewrap(self) -> None:
+        """Under several processes, wrap the model in DistributedDataParallel, and again whenever its
+        trainable parameters change (a task's new adapter, prompt or block), since DDP fixes the
+        parameters it reduces when it wraps. The old wrapper is released first, with its hooks."""
+        trainable = self.trainable_ids()
+        if self.accelerator.num_processes == 1 or trainable == self.wrapped:
+            return
+        self.model = None
+        self.accelerator.free_memory()  # drops Accelerate's reference to the old wrapper
+        # nothing trains yet (grace before its first edit, retrieval): DDP has nothing to reduce
+        self.model = self.accelerator.prepare(self.raw) if trainable else self.raw
+        self.wrapped = trainable
+
+    def truncate_logs(self, global_step: int) -> None:
+        if self.accelerator.is_main_process:
+            self.run_dir.truncate_logs(global_step)
+        self.accelerator.wait_for_everyone()
+
     def restore(self) -> None:
         ckpt = self.run_dir.latest_checkpoint()
         if ckpt is None:  # stopped before the first checkpoint: start over
-            self.run_dir.truncate_logs(-1)
+            self.truncate_logs(-1)
             return
         check_base(ckpt, self.base)
         self.progress, opt_state, rng = self.run_dir.load_checkpoint(
@@ -198,7 +225,8 @@ class Trainer:
             self.optimizer = self.new_optimizer()
             self.optimizer.load_state_dict(opt_state)
         load_rng_state(rng)
-        self.run_dir.truncate_logs(self.global_step())
+        self.rewrap()  # the methods selected the resumed task's weights
+        self.truncate_logs(self.global_step())
 
     def global_step(self) -> int:
         return self.progress.task * self.span + self.progress.step
@@ -214,6 +242,7 @@ class Trainer:
                 for task_index in range(self.progress.task, len(self.data)):
                     self.train_task(task_index, bar, ctrl_c)
             self.log.results(self.progress, self.task_names, self.data, self.global_step())
+        self.accelerator.wait_for_everyone()  # the results are written before any process reads them
         return RunResult(self.run_dir.path, self.cfg, self.progress, self.task_names)
 
     def train_task(self, t: int, bar, ctrl_c) -> None:
@@ -273,6 +302,7 @@ class Trainer:
             self.optimizer = None
         elif {id(p) for p in trainable} != {id(p) for p in held} or self.cfg.train.reset_optimizer:
             self.optimizer = self.new_optimizer()
+        self.rewrap()
         n_trainable = sum(p.numel() for p in trainable)
         self.progress.trainable_params = max(self.progress.trainable_params, n_trainable)
         if self.tracker is not None:  # base tensors that train now go into every later checkpoint
@@ -311,17 +341,45 @@ class Trainer:
                 views[i] = Forward(full.select(rows), logits[rows], token_loss[rows], mask[rows])
                 offset += len(parts[i])
         task_view, replay_views = views[0], iter(views[1:])
-        terms, stats = {"task": task_view.mean_loss()}, {}
+        terms, stats = {"task": self.task_loss(task_view)}, {}
         if reference is not None:
             terms, stats = dpo_terms(task_view.token_loss, reference, beta)
         for i, method, extra in zip(self.order, self.hooked, extras, strict=True):
             own = method.loss_terms(self.raw, task_view, next(replay_views) if extra is not None else None)
             terms |= {f"{self.labels[i]}.{name}": value for name, value in own.items()}  # unique keys
         loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            raise DivergenceError(self.divergence_message(loss.item()))
+        if self.diverged(loss):  # on this process, or on another (then this one's loss is finite)
+            value = loss.item() if not torch.isfinite(loss) else float("nan")
+            raise DivergenceError(self.divergence_message(value))
         optimizer_step(self.accelerator, loss, self.optimizer, self.model, self.cfg.train.grad_clip)
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **stats}
+        return self.logged({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **stats})
+
+    def diverged(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is nan or inf, on any process (all of them stop together, none waits)."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        return bool(bad > 0)
+
+    def task_loss(self, view: Forward) -> torch.Tensor:
+        """The task rows' mean token loss. Under several processes the sum of this process's token
+        losses over the tokens counted on all of them, times their number: DDP averages the gradients,
+        so they are those of the whole batch's mean, as one process computes it (a mean per process
+        would weigh a process's tokens by how few it has)."""
+        world = self.accelerator.num_processes
+        if world == 1:
+            return view.mean_loss()
+        counted = self.accelerator.reduce(view.mask.sum().detach(), "sum")
+        return view.token_loss.sum() * world / counted.clamp(min=1.0)
+
+    def logged(self, values: dict[str, float]) -> dict[str, float]:
+        """A step's logged values; under several processes each the mean over the processes that have
+        it (a process with no replay rows this step has no replay term)."""
+        if self.accelerator.num_processes == 1:
+            return values
+        every = gather(values)
+        names = dict.fromkeys(name for part in every for name in part)
+        return {n: sum(p[n] for p in every if n in p) / sum(n in p for p in every) for n in names}
 
     def divergence_message(self, loss: float) -> str:
         where = f"task {self.progress.task + 1} step {self.progress.step + 1}"
@@ -356,6 +414,7 @@ class Trainer:
             t.predictions,
             newest,
             contexts or (lambda task_index, questions: None),
+            (self.accelerator.process_index, self.accelerator.num_processes),
         )
         return scores, details, time.perf_counter() - start, shown
 
@@ -424,14 +483,28 @@ class Trainer:
 
 
 def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
-    """Start a new run of `cfg` in a new directory under `cfg.output_dir`."""
-    run_dir = RunDir.create(cfg)
+    """Start a new run of `cfg` in a new directory under `cfg.output_dir` (under several processes:
+    made by rank 0, its path sent to the others)."""
+    join()
+    check_distributed(cfg, world())
+    run_dir = RunDir(on_main(lambda: RunDir.create(cfg).path))
     try:
         trainer = Trainer(cfg, run_dir, show_progress=show_progress)
     except UserError:
-        run_dir.remove_if_unstarted()
+        if is_main():
+            run_dir.remove_if_unstarted()
         raise
     return trainer.run()
+
+
+def check_distributed(cfg: RunConfig, processes: int) -> None:
+    """Refuse, before anything is loaded, a method that cannot train on several processes."""
+    single = [m.name for m in cfg.methods if not method_entry(m.name).method_cls.compatibility.distributed]
+    if single and processes > 1:
+        raise UserError(
+            f"method {single[0]} cannot run on several processes (docs/distributed.md says why): "
+            "launch it on one"
+        )
 
 
 def resume(path: str | Path, cfg: RunConfig | None = None, show_progress: bool = True) -> RunResult:
@@ -439,7 +512,9 @@ def resume(path: str | Path, cfg: RunConfig | None = None, show_progress: bool =
     finished run is returned as it is: nothing is trained or written again."""
     if RunDir(Path(path)).finished:
         return finished_result(RunDir(Path(path)), cfg)
-    run_dir, cfg = RunDir.open(Path(path), cfg)
+    join()
+    run_dir, cfg = on_main(lambda: RunDir.open(Path(path), cfg))  # a changed config: recorded by rank 0
+    check_distributed(cfg, world())
     return Trainer(cfg, run_dir, resume=True, show_progress=show_progress).run()
 
 

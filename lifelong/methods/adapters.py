@@ -77,9 +77,9 @@ SUBLAYERS = {"attn": "self_attn", "mlp": "mlp"}  # site -> attribute of a Llama 
 
 
 class Adapters(SelectsPerTask):
-    # The trainable set changes between tasks (per_task, or the base on the first task), which
-    # DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
+    # The trainable set changes between tasks: under several processes the loop wraps the model in
+    # DistributedDataParallel again then (train.py `rewrap`).
+    compatibility = Compatibility(kind="adapter", exports=False)
 
     def setup(self, model, ctx):
         n_tasks = len(ctx.stream.tasks)

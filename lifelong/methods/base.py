@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 
 from lifelong.data.batching import Batch, EncodedSet, EncodedStream
+from lifelong.distributed import share
 from lifelong.losses import mean_token_loss
 from lifelong.methods.registry import (  # noqa: F401  (re-exported for the method modules)
     Compatibility,
@@ -30,6 +31,7 @@ from lifelong.methods.registry import (  # noqa: F401  (re-exported for the meth
     register,
     registered,
 )
+from lifelong.seeding import generator
 
 # A run's route (`MethodContext.route`): the context in which `model` is task `task_index`'s model.
 Route = Callable[[int, torch.nn.Module], AbstractContextManager[None]]
@@ -75,6 +77,23 @@ class MethodContext:
     # Writes a file of the method's for users into the run directory (main process only), e.g.
     # retrieval's faiss index; never read back on resume (`state_dict` is what resumes).
     write_file: WriteFile = no_file
+    # Under several processes (docs/distributed.md): this process's rank and how many train the run;
+    # each takes its share of the batch's rows (`share`) and draws its own (`for_rank`).
+    rank: int = 0
+    world: int = 1
+
+    def share(self, n: int) -> int:
+        """This rank's part of `n` rows a step (all ranks together: `n`)."""
+        return share(n, self.rank, self.world)
+
+    def for_rank(self, gen: torch.Generator) -> torch.Generator:
+        """The generator this rank draws from: `gen` itself on one process; on several, a generator
+        seeded by one draw of `gen` and the rank. Every rank draws the same number from `gen`, so its
+        state stays the same on all ranks and rank 0's checkpoint resumes every one."""
+        if self.world == 1:
+            return gen
+        seed = int(torch.randint(2**62, (1,), generator=gen, device=gen.device))
+        return generator(seed, "rank", self.rank, device=gen.device)
 
 
 @dataclass

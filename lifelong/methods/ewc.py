@@ -11,7 +11,9 @@ tokens sampled from the model) summed over each row, averaged over micro-batches
 whole rows, so it does not weigh short rows more (a per-token mean would scale a row's F by
 1/length^2). With the default of one row this is the per-example estimator; larger micro-batches are
 faster but sum gradients before squaring, which mixes rows. The gradients come from
-`torch.autograd.grad`, so the model's `.grad` is left as it was.
+`torch.autograd.grad`, so the model's `.grad` is left as it was. Under several processes each
+estimates the Fisher on its share of the micro-batches and the sums are all-reduced, so every process
+holds the same Fisher, that of all `fisher_rows` rows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from pydantic import Field
 
 from lifelong.data.batching import EncodedSet
+from lifelong.distributed import all_sum
 from lifelong.losses import next_token_loss, sequence_loss
 from lifelong.methods.base import Method, MethodConfig, register
 from lifelong.methods.l2 import load_named, named_state, parameters
@@ -101,7 +104,7 @@ def diagonal_fisher(
     model.eval()  # no dropout: the Fisher of the model as it is
     try:
         chunks = rows.split(batch_size)
-        for chunk in chunks:
+        for chunk in chunks[ctx.rank :: ctx.world]:  # each process its share; summed over them below
             batch = data.batch(chunk, ctx.loss_on).to(ctx.device)
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
             token_loss, _ = next_token_loss(logits, batch.input_ids, batch.loss_mask)  # (B, T-1)
@@ -112,6 +115,7 @@ def diagonal_fisher(
                     f.add_(g.detach().float() ** 2)
     finally:
         model.train(was_training)
+    all_sum(fisher)  # every process then holds the Fisher of all the rows
     return [(f / len(chunks)).to(p.dtype) for f, p in zip(fisher, params, strict=True)]
 
 

@@ -58,9 +58,9 @@ def pass_through_when_off(module, args, kwargs, output):
 
 
 class Expand(SelectsPerTask):
-    # Adds blocks (refused next to an adapter method); the trainable set changes at each task, which
-    # DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="expansion", distributed=False, exports=False)
+    # Adds blocks (refused next to an adapter method); the trainable set changes at each task: under
+    # several processes the loop wraps the model in DistributedDataParallel again (train.py `rewrap`).
+    compatibility = Compatibility(kind="expansion", exports=False)
 
     def setup(self, model, ctx):
         decoder = model.base_model

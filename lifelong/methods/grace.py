@@ -135,8 +135,10 @@ class Codebook(torch.nn.Module):
 
 
 class Grace(Method):
-    # The trainable set (one task's values) changes at every task: not under DDP.
-    compatibility = Compatibility(kind="adapter", distributed=False, edits_only=True, exports=False)
+    # The trainable set (one task's values) changes at every task: under several processes the loop
+    # wraps the model in DistributedDataParallel again then (train.py `rewrap`). Every process adds the
+    # same keys (from all the task's rows), so the codebooks stay the same.
+    compatibility = Compatibility(kind="adapter", edits_only=True, exports=False)
 
     def __init__(self, cfg: GraceConfig):
         super().__init__(cfg)

@@ -53,7 +53,8 @@ class Lamol(Method):
                 "stream.task_token: true"
             )
         self.ctx = ctx
-        self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        self.n_rows = ctx.share(replay_rows(self.cfg.replay_fraction, ctx.batch_size))  # this process's
+        # the pool is written from it (the same on every process), the draws from `ctx.for_rank(gen)`
         self.gen = generator(ctx.seed, "lamol", device=ctx.device)
         return model
 
@@ -81,9 +82,10 @@ class Lamol(Method):
         self.pool, self.pool_tasks = pool, tasks
 
     def replay_batch(self, task_index, step, model):
-        if self.pool is None:
+        if self.pool is None or not self.n_rows:
             return None
-        picks = torch.randint(len(self.pool), (self.n_rows,), generator=self.gen, device=self.gen.device)
+        gen = self.ctx.for_rank(self.gen)
+        picks = torch.randint(len(self.pool), (self.n_rows,), generator=gen, device=gen.device)
         return self.pool.select(picks.cpu())
 
     def loss_terms(self, model, task, replay):

@@ -26,8 +26,9 @@ class LoraPerTaskConfig(LoraOptions):
 
 
 class LoraPerTask(SelectsPerTask):
-    # The trainable set changes at each task, which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
+    # The trainable set changes at each task: under several processes the loop wraps the model in
+    # DistributedDataParallel again (train.py `rewrap`).
+    compatibility = Compatibility(kind="adapter", exports=False)
 
     def setup(self, model, ctx):
         self.per_task = PerTaskAdapters(model, self.cfg, len(ctx.stream.tasks), self.cfg.inference)

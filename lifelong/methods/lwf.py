@@ -59,7 +59,7 @@ class LwF(Method):
 
     def setup(self, model, ctx):
         self.ctx = ctx
-        self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        self.n_rows = ctx.share(replay_rows(self.cfg.replay_fraction, ctx.batch_size))  # this process's
         self.gen = generator(ctx.seed, "lwf")
         return model
 
@@ -68,12 +68,13 @@ class LwF(Method):
             self.teacher = frozen_copy(model)
 
     def replay_batch(self, task_index, step, model):
-        if self.teacher is None or self.cfg.inputs == "own":
+        if self.teacher is None or self.cfg.inputs == "own" or not self.n_rows:
             return None
         tasks = self.ctx.stream.tasks
         data = tasks[task_index].train
-        batch = data.batch(torch.randint(len(data), (self.n_rows,), generator=self.gen), self.ctx.loss_on)
-        earlier = torch.randint(max(task_index, 1), (self.n_rows,), generator=self.gen)  # base: own token
+        gen = self.ctx.for_rank(self.gen)  # each process draws its own rows
+        batch = data.batch(torch.randint(len(data), (self.n_rows,), generator=gen), self.ctx.loss_on)
+        earlier = torch.randint(max(task_index, 1), (self.n_rows,), generator=gen)  # base: own token
         ids = batch.input_ids.clone()
         ids[:, : data.prefix_len] = torch.tensor([tasks[int(i)].prefix for i in earlier])  # (B, P)
         return Batch(ids, batch.attention_mask, batch.loss_mask)

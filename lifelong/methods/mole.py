@@ -57,8 +57,9 @@ class Router(torch.nn.Module):
 
 
 class Mole(SelectsPerTask):
-    # The trainable set changes at each task, which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
+    # The trainable set changes between tasks: under several processes the loop wraps the model in
+    # DistributedDataParallel again then (train.py `rewrap`).
+    compatibility = Compatibility(kind="adapter", exports=False)
 
     def setup(self, model, ctx):
         self.names = task_adapter_names(len(ctx.stream.tasks))

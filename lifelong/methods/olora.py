@@ -30,8 +30,9 @@ class OLoraConfig(LoraOptions):
 
 
 class OLora(SelectsPerTask):
-    # The trainable set changes at each task, which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
+    # The trainable set changes between tasks: under several processes the loop wraps the model in
+    # DistributedDataParallel again then (train.py `rewrap`).
+    compatibility = Compatibility(kind="adapter", exports=False)
 
     def __init__(self, cfg: OLoraConfig):
         super().__init__(cfg)

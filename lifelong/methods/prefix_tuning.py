@@ -81,8 +81,9 @@ class PrefixTuningConfig(PromptOptions):
 
 class PrefixTuning(SelectsPerTask):
     # Adds weights and freezes the base, like an adapter; the trainable set changes between tasks
-    # (progressive, or the base on the first task), which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
+    # (progressive, or the base on the first task): under several processes the loop wraps the model in
+    # DistributedDataParallel again then (train.py `rewrap`).
+    compatibility = Compatibility(kind="adapter", exports=False)
 
     def setup(self, model, ctx):
         config = model.config

@@ -157,8 +157,9 @@ INITS = {"sample_vocab": PromptTuningInit.SAMPLE_VOCAB, "random": PromptTuningIn
 
 class PromptTuning(SelectsPerTask):
     # Adds weights and freezes the base, like an adapter; the trainable set changes between tasks
-    # (progressive, or the base on the first task), which DistributedDataParallel does not allow.
-    compatibility = Compatibility(kind="adapter", distributed=False, exports=False)
+    # (progressive, or the base on the first task): under several processes the loop wraps the model in
+    # DistributedDataParallel again then (train.py `rewrap`).
+    compatibility = Compatibility(kind="adapter", exports=False)
 
     def setup(self, model, ctx):
         embeddings = model.get_input_embeddings()

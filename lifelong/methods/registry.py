@@ -100,7 +100,8 @@ class Compatibility:
       bottleneck adapters) and freezes the base (so do the editors `grace` and `ft_l`); `expansion`
       adds new blocks. At most one method of a run may be non-`full`: two would each wrap the model
       or decide what of it trains.
-    - `distributed`: runs under several processes (DDP needs the trainable set fixed for the run).
+    - `distributed`: runs under several processes (docs/distributed.md; the loop wraps the model in DDP
+      again when a task changes what trains).
     - `supplies_examples`: its `train_examples` replaces the task's training rows (`joint`); two such
       methods would each want their own rows, so a run holds at most one.
     - `edits_only`: runs only on a stream of edit tasks (`stream: edits`), e.g. `grace`.

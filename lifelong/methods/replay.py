@@ -9,6 +9,7 @@ losses (`ntp`: next-token loss on the replay rows; `kl`: KL(teacher || model) ov
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -28,6 +29,13 @@ from lifelong.methods.base import (
 )
 from lifelong.preference import dpo_loss, pair_logprobs
 from lifelong.seeding import generator
+
+# `MethodContext.for_rank`: the generator a process draws from, given the one every process shares.
+ForRank = Callable[[torch.Generator], torch.Generator]
+
+
+def same_generator(gen: torch.Generator) -> torch.Generator:
+    return gen
 
 
 class ReplayBuffer:
@@ -91,9 +99,11 @@ class ReplayBuffer:
         self.holes.append(row_hole(data, i))
         self.tasks.append(task)
 
-    def sample(self, n: int, prefix_len: int, pad_id: int, loss_on: str) -> tuple[Batch, list[int]]:
-        """`n` rows drawn uniformly, and the task each came from."""
-        picks = torch.randint(len(self.rows), (n,), generator=self.gen)
+    def sample(
+        self, n: int, prefix_len: int, pad_id: int, loss_on: str, for_rank: ForRank = same_generator
+    ) -> tuple[Batch, list[int]]:
+        """`n` rows drawn uniformly (from `for_rank(gen)`: this process's draws), and their tasks."""
+        picks = torch.randint(len(self.rows), (n,), generator=for_rank(self.gen))
         if self._packed is None:
             self._packed = self.as_set(prefix_len, pad_id)
         return self._packed.batch(picks, loss_on), [self.tasks[i] for i in picks.tolist()]
@@ -177,9 +187,12 @@ class PairBuffer:
             self.refs.append(data.reference[i].clone())
         self._packed = None
 
-    def sample(self, n: int, prefix_len: int, pad_id: int) -> tuple[Batch, torch.Tensor, list[int]]:
-        """`n` pairs drawn uniformly: their 2n rows (chosen rows first), reference (n, 2), tasks."""
-        picks = torch.randint(len(self), (n,), generator=self.gen)
+    def sample(
+        self, n: int, prefix_len: int, pad_id: int, for_rank: ForRank = same_generator
+    ) -> tuple[Batch, torch.Tensor, list[int]]:
+        """`n` pairs drawn uniformly (from `for_rank(gen)`): their 2n rows (chosen rows first),
+        reference (n, 2), tasks."""
+        picks = torch.randint(len(self), (n,), generator=for_rank(self.gen))
         if self._packed is None:
             ids, _ = pad_rows(self.rows, pad_id)  # (2P, W)
             lengths = torch.tensor([len(r) for r in self.rows], dtype=torch.long)
@@ -319,7 +332,8 @@ class Replay(Method):
         self.buffer = ReplayBuffer(
             self.cfg.buffer_size, generator(ctx.seed, "replay-buffer"), self.cfg.balanced
         )
-        self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        # this process's share of the replay rows (all of them on one process)
+        self.n_rows = ctx.share(replay_rows(self.cfg.replay_fraction, ctx.batch_size))
         self.pairs = PairBuffer(self.cfg.buffer_size, generator(ctx.seed, "replay-pairs"))
         return model
 
@@ -333,15 +347,19 @@ class Replay(Method):
         stream, parts = self.ctx.stream, []
         both = len(self.buffer) and len(self.pairs)
         self.n_plain, self.pair_refs, self.pair_beta = 0, None, None
+        if not self.n_rows:  # a rank whose share of the replay rows is none
+            return None
         if len(self.buffer):
             self.n_plain = max(1, self.n_rows // 2) if both else self.n_rows
             batch, self.tasks = self.buffer.sample(
-                self.n_plain, stream.prefix_len, stream.pad_id, self.ctx.loss_on
+                self.n_plain, stream.prefix_len, stream.pad_id, self.ctx.loss_on, self.ctx.for_rank
             )
             parts.append(batch)
         if len(self.pairs):
             n_pairs = max(1, self.n_rows // (4 if both else 2))
-            batch, self.pair_refs, tasks = self.pairs.sample(n_pairs, stream.prefix_len, stream.pad_id)
+            batch, self.pair_refs, tasks = self.pairs.sample(
+                n_pairs, stream.prefix_len, stream.pad_id, self.ctx.for_rank
+            )
             self.pair_beta = torch.tensor([stream.tasks[t].beta for t in tasks])
             parts.append(batch)
         return concat(parts, stream.pad_id) if parts else None

@@ -80,7 +80,8 @@ class SelfReplay(Method):
     def setup(self, model, ctx):
         self.ctx = ctx
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.n_rows = replay_rows(self.cfg.replay_fraction, ctx.batch_size)
+        # this process's share of the replay rows (all of them on one process)
+        self.n_rows = ctx.share(replay_rows(self.cfg.replay_fraction, ctx.batch_size))
         self.gen = generator(ctx.seed, "self-replay", device=ctx.device)
         self.buffer = ReplayBuffer(
             self.cfg.buffer_size, generator(ctx.seed, "self-replay-buffer"), self.cfg.balanced
@@ -114,11 +115,13 @@ class SelfReplay(Method):
 
     def replay_batch(self, task_index, step, model):
         stream = self.ctx.stream
+        if not self.n_rows:  # a rank whose share of the replay rows is none
+            return None
         if self.cfg.source == "stored":
             if not len(self.buffer):
                 return None
             batch, self.batch_tasks = self.buffer.sample(
-                self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on
+                self.n_rows, stream.prefix_len, stream.pad_id, self.ctx.loss_on, self.ctx.for_rank
             )
             return batch
         if self.teacher is None:
@@ -136,7 +139,8 @@ class SelfReplay(Method):
         """`refresh_every` steps' worth of full-length samples from pi, spread over earlier tasks."""
         stream, prompts = self.ctx.stream, self.prompts(task_index)
         n = self.n_rows * self.cfg.refresh_every
-        which = torch.randint(len(prompts), (n,), generator=self.gen, device=self.gen.device).tolist()
+        gen = self.ctx.for_rank(self.gen)  # each process samples its own rows
+        which = torch.randint(len(prompts), (n,), generator=gen, device=gen.device).tolist()
         chosen = [prompts[i] for i in which]
         prompt_tasks = self.prompt_tasks(task_index)
         tasks = [prompt_tasks[i] for i in which]
@@ -151,7 +155,7 @@ class SelfReplay(Method):
             new,
             stream.pad_id,
             temperature=self.cfg.temperature,
-            generator=self.gen,
+            generator=gen,
             batch_size=self.cfg.sample_batch_size,
             return_logits=keep_logits,
         )
