@@ -42,6 +42,7 @@ from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
     check_trackers,
+    compiled_for_training,
     flat_config,
     lr_factor,
     new_optimizer,
@@ -173,6 +174,7 @@ class Trainer:
             enable_gradient_checkpointing(model)
         self.model = self.accelerator.prepare(model)
         self.raw = self.accelerator.unwrap_model(self.model)
+        self.model = compiled_for_training(self.model, self.raw, cfg.train.compile)
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress = Progress(
             cfg.config_hash(),
