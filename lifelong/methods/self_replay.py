@@ -3,8 +3,9 @@
 At each task's start a frozen copy pi of the model is kept. Replay rows are sampled from pi by plain
 ancestral sampling (temperature 1, no top-k/top-p), each prompted by the token of an earlier task,
 and refreshed in chunks as training goes. A row is sampled up to the eos that ends a training row
-(`stops_per_row`); the rows that reach it leave the batch being decoded, the others run to the context. The replay loss is `ntp` (next-
-token loss on the samples) or `kl` (KL(pi || model) over the sample positions), weighted by `coef`.
+(`stops_per_row`); the rows that reach it leave the batch being decoded, the others run to the
+context. The replay loss is `ntp` (next-token loss on the samples) or `kl` (KL(pi || model) over the
+sample positions), weighted by `coef`.
 With `source: stored`, real examples from a reservoir buffer take the samples' place, same path.
 
 Next to a method that routes per task (`lora_per_task`, progressive prompts, ...), pi is routed as
