@@ -57,7 +57,9 @@ def stream_options(n_train: int) -> dict:
     return {"tasks": [TASK], "n_digits": N_DIGITS, "n_train": n_train}
 
 
-def lifelong_config(steps: int, batch_size: int, seed: int, n_train: int, output_dir: str) -> RunConfig:
+def lifelong_config(
+    steps: int, batch_size: int, seed: int, n_train: int, output_dir: str, compile_: bool = False
+) -> RunConfig:
     return RunConfig.model_validate(
         {
             "name": "loop-overhead",
@@ -78,6 +80,7 @@ def lifelong_config(steps: int, batch_size: int, seed: int, n_train: int, output
                 "eval_every": None,
                 "eval_examples": 1,
                 "checkpoint_every": None,
+                "compile": compile_,
             },
             "methods": ["naive"],
             "progress": False,
@@ -85,9 +88,9 @@ def lifelong_config(steps: int, batch_size: int, seed: int, n_train: int, output
     )
 
 
-def run_lifelong(steps: int, batch_size: int, seed: int, n_train: int) -> dict:
+def run_lifelong(steps: int, batch_size: int, seed: int, n_train: int, compile_: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
-        cfg = lifelong_config(steps, batch_size, seed, n_train, tmp)
+        cfg = lifelong_config(steps, batch_size, seed, n_train, tmp, compile_)
         timing = timed_trainer_run(cfg)
         (task,) = timing.tasks
         lines = (Path(timing.run_path) / "train_log.jsonl").read_text().splitlines()
@@ -144,6 +147,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 128)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs of each loop (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="lifelong with train.compile: true")
     add_threads_option(parser)
     args = parser.parse_args()
     apply_threads(args)
@@ -157,11 +161,11 @@ def main() -> None:
     hand = HandWritten(args.seed, n_train)
     header(
         f"loop_overhead: {steps} steps, batch {batch_size}, {repeats} repeats, tiny preset, toy {TASK} "
-        f"({len(hand.train)} train rows)"
+        f"({len(hand.train)} train rows), lifelong compile {args.compile}"
     )
 
     # one untimed warm-up of each (allocator, thread pool, lazy imports)
-    run_lifelong(steps, batch_size, args.seed, n_train)
+    run_lifelong(steps, batch_size, args.seed, n_train, args.compile)
     warm = hand.run(steps, batch_size)
     tokens, flops_model = warm["tokens"], warm["model"]
 
@@ -173,7 +177,7 @@ def main() -> None:
         out = {}
         for which in order:
             if which == "lifelong":
-                out[which] = run_lifelong(steps, batch_size, args.seed, n_train)
+                out[which] = run_lifelong(steps, batch_size, args.seed, n_train, args.compile)
             else:
                 out[which] = hand.run(steps, batch_size)
         life, hw = out["lifelong"], out["hand"]

@@ -46,6 +46,7 @@ def generate(
     stop_id: int | None = None,
     batch_size: int = 512,
     return_logits: bool = False,
+    drop_finished: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Continue each prompt by `max_new_tokens` tokens: (N, max_new_tokens).
 
@@ -54,6 +55,9 @@ def generate(
     with `stop_id` after that); without it, every row is generated to full length. With
     `return_logits`, also the model's logits (before temperature) that predicted each new token:
     (N, max_new_tokens, V), what a teacher forward over the finished rows would give, for free.
+    With `drop_finished` (and `stop_id`), a row that has produced `stop_id` leaves the batch (and the KV
+    cache) instead of being decoded on: the same tokens, less work; a sampled batch draws fewer random
+    numbers, so its later rows differ from those of a run without it. Its logits after the stop are 0.
     """
     was_training = model.training
     model.eval()
@@ -69,6 +73,7 @@ def generate(
                 generator,
                 stop_id,
                 return_logits,
+                drop_finished and stop_id is not None,
             )
             for i in range(0, len(prompts), batch_size)
         ]
@@ -79,19 +84,18 @@ def generate(
 
 
 def _generate_batch(
-    model, prompts, max_new_tokens, pad_id, greedy, temperature, generator, stop_id, keep_logits
+    model, prompts, max_new_tokens, pad_id, greedy, temperature, generator, stop_id, keep_logits, drop
 ):
     device = next(model.parameters()).device
     ids, mask = (x.to(device) for x in pad_rows(prompts, pad_id, side="left"))  # (B, P) each
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     cache, cache_key = DynamicCache(), cache_keyword(model)
+    n = len(prompts)
     out_tokens = torch.full(
-        (len(prompts), max_new_tokens),
-        stop_id if stop_id is not None else pad_id,
-        dtype=torch.long,
-        device=device,
+        (n, max_new_tokens), stop_id if stop_id is not None else pad_id, dtype=torch.long, device=device
     )
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    live = torch.arange(n, device=device)  # the rows still decoded (all of them unless `drop`)
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # of the live rows
     step_ids, step_pos = ids, positions
     all_logits = []
     for t in range(max_new_tokens):
@@ -105,9 +109,11 @@ def _generate_batch(
             )
             .logits[:, -1]
             .float()
-        )  # (B, V)
+        )  # (live, V)
         if keep_logits:
-            all_logits.append(logits)
+            all_logits.append(
+                logits if len(live) == n else logits.new_zeros(n, logits.shape[1]).index_copy(0, live, logits)
+            )
         if greedy:
             nxt = logits.argmax(-1)
         else:
@@ -116,12 +122,22 @@ def _generate_batch(
         if stop_id is not None:
             nxt = torch.where(done, torch.full_like(nxt, stop_id), nxt)
             done |= nxt == stop_id
-        out_tokens[:, t] = nxt
+        out_tokens[live, t] = nxt
         if stop_id is not None and bool(done.all()):
             break
-        step_ids = nxt.unsqueeze(1)  # (B, 1)
-        step_pos = step_pos[:, -1:] + 1  # (B, 1)
-        mask = torch.cat([mask, mask.new_ones(len(prompts), 1)], dim=1)
+        step_ids = nxt.unsqueeze(1)  # (live, 1)
+        step_pos = step_pos[:, -1:] + 1  # (live, 1)
+        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+        if drop and bool(done.any()):  # finished rows hold stop_id from here on: stop computing them
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            live, done, step_ids, step_pos, mask = (
+                live[keep],
+                done[keep],
+                step_ids[keep],
+                step_pos[keep],
+                mask[keep],
+            )
     if not keep_logits:
         return out_tokens, None
     logits = torch.stack(all_logits, 1)  # (B, steps, V); fewer steps than asked after an early stop

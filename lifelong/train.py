@@ -43,6 +43,7 @@ from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
     check_trackers,
+    compiled_for_training,
     lr_factor,
     new_optimizer,
     optimizer_step,
@@ -175,6 +176,7 @@ class Trainer:
         if self.accelerator.num_processes == 1:
             self.model = self.accelerator.prepare(model)
             self.raw = self.accelerator.unwrap_model(self.model)
+            self.model = compiled_for_training(self.model, self.raw, cfg.train.compile)
         self.rewrap()
         self.optimizer: torch.optim.Optimizer | None = None
         self.progress = Progress(
@@ -202,7 +204,11 @@ class Trainer:
         self.model = None
         self.accelerator.free_memory()  # drops Accelerate's reference to the old wrapper
         # nothing trains yet (grace before its first edit, retrieval): DDP has nothing to reduce
-        self.model = self.accelerator.prepare(self.raw) if trainable else self.raw
+        if trainable:
+            prepared = self.accelerator.prepare(self.raw)
+            self.model = compiled_for_training(prepared, self.raw, self.cfg.train.compile)
+        else:
+            self.model = self.raw
         self.wrapped = trainable
 
     def truncate_logs(self, global_step: int) -> None:

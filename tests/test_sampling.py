@@ -162,6 +162,23 @@ def test_stop_id_fills_after_stop(model):
     assert seen_stop
 
 
+def test_dropping_finished_rows_keeps_tokens_and_logits(model):
+    # rows that stopped leave the batch and the KV cache: the live rows decode as before
+    n = 14
+    free = generate(model, PROMPTS, n, PAD, greedy=True)
+    stop = int(free[0, 2])
+    kept, kept_logits = generate(model, PROMPTS, n, PAD, stop_id=stop, return_logits=True)
+    dropped, dropped_logits = generate(
+        model, PROMPTS, n, PAD, stop_id=stop, return_logits=True, drop_finished=True
+    )
+    assert torch.equal(dropped, kept)
+    assert any(stop in row and row.index(stop) < n - 1 for row in free.tolist())  # a row did drop
+    for i, row in enumerate(kept.tolist()):
+        last = row.index(stop) if stop in row else n - 1  # logits up to the one that drew the stop
+        torch.testing.assert_close(dropped_logits[i, : last + 1], kept_logits[i, : last + 1])
+        assert (dropped_logits[i, last + 1 :] == 0).all()
+
+
 def test_stop_id_everyone_stops_early(model):
     # every row stops at its first step: decoding ends early and the rest is stop_id
     first = generate(model, [[4, 4, 4]] * 3, 1, PAD)

@@ -1,9 +1,11 @@
 """Self-generated replay: the model's own samples of earlier tasks serve as replay data.
 
 At each task's start a frozen copy pi of the model is kept. Replay rows are sampled from pi by plain
-ancestral sampling (temperature 1, no top-k/top-p, full length: no stop at eos), each prompted by the
-token of an earlier task, and refreshed in chunks as training goes. The replay loss is `ntp` (next-
-token loss on the samples) or `kl` (KL(pi || model) over the sample positions), weighted by `coef`.
+ancestral sampling (temperature 1, no top-k/top-p), each prompted by the token of an earlier task,
+and refreshed in chunks as training goes. A row is sampled up to the eos that ends a training row
+(`stops_per_row`); the rows that reach it leave the batch being decoded, the others run to the
+context. The replay loss is `ntp` (next-token loss on the samples) or `kl` (KL(pi || model) over the
+sample positions), weighted by `coef`.
 With `source: stored`, real examples from a reservoir buffer take the samples' place, same path.
 
 Next to a method that routes per task (`lora_per_task`, progressive prompts, ...), pi is routed as
@@ -147,6 +149,9 @@ class SelfReplay(Method):
         width = min(stream.max_len, self.ctx.max_length)
         new = width - max(len(p) for p in chosen)
         keep_logits = self.cfg.loss == "kl" and n * width * self.vocab_size <= MAX_CACHED_LOGITS
+        stops = stops_per_row(stream)
+        # rows end at their first eos (samples_batch cuts there): a finished row leaves the batch
+        early = stops == 1 and not self.base_prompt
         tokens, logits = generate_routed(
             self.teacher,
             chosen,
@@ -158,15 +163,17 @@ class SelfReplay(Method):
             generator=gen,
             batch_size=self.cfg.sample_batch_size,
             return_logits=keep_logits,
+            stop_id=stream.eos_id if early else None,
+            drop_finished=early,
         )
         self.chunk_logits = None if logits is None else teacher_logits_by_position(chosen, logits.cpu())
         self.chunk_tasks = torch.tensor(tasks)
         # a task's samples end where its rows do; the base model's (include_base) run full length, the
         # way the base would go on (a chat model: turn after turn)
         base = len(prompt_tasks) - 1 if self.base_prompt else -1
-        stops = [tokens.shape[1] if i == base else stops_per_row(stream) for i in which]
+        row_stops = [tokens.shape[1] if i == base else stops for i in which]
         self.fresh_base = [i == base for i in which]  # for show_samples, right after
-        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id, stops)
+        return samples_batch(chosen, tokens.cpu(), stream.eos_id, stream.pad_id, row_stops)
 
     def show_samples(self, task_index: int, step: int) -> None:
         """The first SHOWN_ROWS rows of the fresh chunk per replayed task, decoded, into samples.jsonl."""
