@@ -153,6 +153,8 @@ def test_self_replay_samples_and_distils_each_earlier_task_with_its_adapter(monk
                     greedy=False,
                     generator=gen,
                     return_logits=True,
+                    stop_id=data.eos_id,  # a row ends at its eos and leaves the batch, as self_replay's
+                    drop_finished=True,
                 )
         prompts = [data.tasks[w].prefix for w in which]
         assert 0 < sum(which) < len(which)  # both earlier tasks

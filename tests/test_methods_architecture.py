@@ -284,7 +284,14 @@ def test_self_replay_samples_an_earlier_task_with_its_weights(cfg):
         torch.randint(1, (len(prompts),), generator=gen)  # the choice of prompts (one earlier task)
         with replay.ctx.route(task, pi):
             out = generate(
-                pi, prompts, chunk.input_ids.shape[1] - 1, data.pad_id, greedy=False, generator=gen
+                pi,
+                prompts,
+                chunk.input_ids.shape[1] - 1,
+                data.pad_id,
+                greedy=False,
+                generator=gen,
+                stop_id=data.eos_id,  # a row ends at its eos and leaves the batch, as self_replay's
+                drop_finished=True,
             )
         return samples_batch(prompts, out, data.eos_id, data.pad_id).input_ids
 
