@@ -218,3 +218,49 @@ def timed_trainer_run(cfg, wrap: Callable[[Any], None] | None = None) -> RunTimi
     timing.progress = result.progress
     timing.run_path = result.path
     return timing
+
+
+# seconds spent sampling self-replay rows in the current run (`reset_sampling` before each run)
+SAMPLING = {"generate": 0.0, "sample_chunk": 0.0, "chunks": 0}
+
+
+def reset_sampling() -> None:
+    for key in SAMPLING:
+        SAMPLING[key] = 0
+
+
+def time_generate() -> None:
+    """Time `lifelong.sampling.generate` as self_replay calls it (its module attribute, replaced in this
+    process only) into SAMPLING["generate"]."""
+    import lifelong.methods.self_replay as self_replay_module
+
+    original = self_replay_module.generate
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            SAMPLING["generate"] += time.perf_counter() - start
+
+    self_replay_module.generate = timed
+
+
+def wrap_sample_chunk(trainer) -> None:
+    """A `timed_trainer_run` wrap: times each self_replay method's `sample_chunk` (prompt choice,
+    generation and packing of a chunk) into SAMPLING["sample_chunk"] and counts the chunks."""
+    from lifelong.methods.self_replay import SelfReplay
+
+    for method in trainer.methods:
+        if isinstance(method, SelfReplay):
+            original = method.sample_chunk
+
+            def sample_chunk(*args, _original=original, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    SAMPLING["sample_chunk"] += time.perf_counter() - start
+                    SAMPLING["chunks"] += 1
+
+            method.sample_chunk = sample_chunk

@@ -22,20 +22,23 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    SAMPLING,
     add_threads_option,
     apply_threads,
     header,
     median,
     print_table,
     quiet,
+    reset_sampling,
     result_line,
+    time_generate,
     timed_trainer_run,
+    wrap_sample_chunk,
 )
 
 import lifelong.methods.self_replay as self_replay_module  # noqa: E402
@@ -43,36 +46,6 @@ from lifelong.config import RunConfig  # noqa: E402
 
 TASKS, N_DIGITS, MAX_LENGTH = ["add", "reverse"], 2, 16
 REPLAY = {"name": "self_replay", "replay_fraction": 0.25, "loss": "ntp"}
-
-# seconds spent in the timed functions during the current run (reset before each run)
-SAMPLING = {"generate": 0.0, "sample_chunk": 0.0, "chunks": 0}
-
-
-def timed_generate(original):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            SAMPLING["generate"] += time.perf_counter() - start
-
-    return wrapper
-
-
-def wrap_sample_chunk(trainer) -> None:
-    for method in trainer.methods:
-        if isinstance(method, self_replay_module.SelfReplay):
-            original = method.sample_chunk
-
-            def sample_chunk(*args, _original=original, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return _original(*args, **kwargs)
-                finally:
-                    SAMPLING["sample_chunk"] += time.perf_counter() - start
-                    SAMPLING["chunks"] += 1
-
-            method.sample_chunk = sample_chunk
 
 
 def config(method, steps: int, batch_size: int, seed: int, n_train: int, output_dir: str) -> RunConfig:
@@ -100,8 +73,7 @@ def config(method, steps: int, batch_size: int, seed: int, n_train: int, output_
 
 
 def run(method, steps: int, batch_size: int, seed: int, n_train: int) -> dict:
-    for key in SAMPLING:
-        SAMPLING[key] = 0
+    reset_sampling()
     with tempfile.TemporaryDirectory(prefix="bench-self-replay-") as tmp:
         cfg = config(method, steps, batch_size, seed, n_train, tmp)
         timing = timed_trainer_run(cfg, wrap=wrap_sample_chunk)
@@ -125,7 +97,7 @@ def main() -> None:
     n_train = 2000 if args.quick else 20000
 
     quiet()
-    self_replay_module.generate = timed_generate(self_replay_module.generate)
+    time_generate()
     header(
         f"self_replay_cost: toy {'+'.join(TASKS)}, {steps} steps per task, batch {batch_size}, "
         f"{repeats} repeats, self_replay {REPLAY}"

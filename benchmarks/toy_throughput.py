@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    SAMPLING,
     add_threads_option,
     apply_threads,
     header,
@@ -33,8 +34,11 @@ from common import (  # noqa: E402
     model_flops_per_token,
     print_table,
     quiet,
+    reset_sampling,
     result_line,
+    time_generate,
     timed_trainer_run,
+    wrap_sample_chunk,
 )
 
 from lifelong.config import RunConfig  # noqa: E402
@@ -75,6 +79,7 @@ def count_tokens(counter: dict):
     """A `timed_trainer_run` wrap: adds each step's trained tokens (task + replay rows) to `counter`."""
 
     def wrap(trainer) -> None:
+        wrap_sample_chunk(trainer)
         log_step = trainer.log_step
         counter["trainer"] = trainer
 
@@ -92,12 +97,18 @@ def count_tokens(counter: dict):
 
 def run(name: str, compile_: bool, steps: int, batch_size: int, n_train: int) -> dict:
     counter: dict = {}
+    reset_sampling()
     with tempfile.TemporaryDirectory(prefix="bench-toy-") as tmp:
         cfg = config(METHODS[name], compile_, steps, batch_size, n_train, tmp)
         timing = timed_trainer_run(cfg, wrap=count_tokens(counter))
     second = timing.tasks[1]
     flops = model_flops_per_token(counter["trainer"].raw, seq_len=12.0)
-    return {"seconds": second.train_seconds, "tokens": counter[1], "flops_per_token": flops}
+    return {
+        "seconds": second.train_seconds,
+        "tokens": counter[1],
+        "flops_per_token": flops,
+        "sampling": SAMPLING["sample_chunk"],  # all of it in the second task: the first has no replay
+    }
 
 
 def main() -> None:
@@ -116,6 +127,7 @@ def main() -> None:
     n_train = 2000 if args.quick else 20000
     compiles = [False] if args.no_compile or args.quick else [False, True]
     quiet()
+    time_generate()
     header(
         f"toy_throughput: tiny preset with {HEADS} heads, toy {'+'.join(TASKS)}, {steps} steps per task, "
         f"batch {batch_size}, {repeats} repeats"
@@ -125,6 +137,8 @@ def main() -> None:
         run(name, c, steps, batch_size, n_train)
     seconds: dict = {r: [] for r in runs}
     gflops: dict = {r: [] for r in runs}
+    tokens: dict = {r: [] for r in runs}
+    sampling: dict = {r: [] for r in runs}
     peaks = []
     for rep in range(repeats):
         peaks.append(matmul_peak_gflops(512 if args.quick else 1024, repeats=5 if args.quick else 10))
@@ -132,13 +146,18 @@ def main() -> None:
         for key in runs[shift:] + runs[:shift]:
             out = run(*key, steps, batch_size, n_train)
             seconds[key].append(out["seconds"])
+            tokens[key].append(out["tokens"])
+            sampling[key].append(out["sampling"] / out["seconds"])
             gflops[key].append(out["tokens"] * out["flops_per_token"] / out["seconds"] / 1e9)
     peak = median(peaks)
     rows = []
     for name, c in runs:
         step_s = median(seconds[(name, c)]) / steps
         ratio = median(s / n for s, n in zip(seconds[(name, c)], seconds[("naive", c)], strict=True))
-        rows.append([name, str(c), step_s * 1e3, 1 / step_s, ratio, median(gflops[(name, c)]) / peak])
+        token_ratio = median(tokens[(name, c)]) / median(tokens[("naive", c)])
+        share = median(sampling[(name, c)])
+        fraction = median(gflops[(name, c)]) / peak
+        rows.append([name, str(c), step_s * 1e3, 1 / step_s, ratio, token_ratio, share, fraction])
         result_line(
             "toy_throughput",
             method=name,
@@ -146,12 +165,21 @@ def main() -> None:
             ms_per_step=step_s * 1e3,
             steps_per_s=1 / step_s,
             ratio_to_naive=ratio,
+            tokens_to_naive=token_ratio,
+            sampling_share=share,
             gflops=median(gflops[(name, c)]),
             peak_fraction=median(gflops[(name, c)]) / peak,
         )
     print()
-    print_table(["method", "compile", "ms/step", "steps/s", "x naive", "of matmul peak"], rows)
-    print(f"\nfp32 matmul peak {peak:.1f} GFLOP/s (median of {len(peaks)}); second task, {steps} steps\n")
+    print_table(
+        ["method", "compile", "ms/step", "steps/s", "x naive", "tokens x naive", "sampling share", "of peak"],
+        rows,
+    )
+    print(f"\nfp32 matmul peak {peak:.1f} GFLOP/s (median of {len(peaks)}); second task, {steps} steps")
+    print(
+        "tokens x naive: the tokens trained (task + replay rows) over naive's; sampling share: time in\n"
+        "self_replay's sample_chunk (generation and packing) over the task's train_seconds\n"
+    )
     for c in compiles:
         speedup = median(seconds[("naive", False)]) / median(seconds[("naive", c)])
         result_line("toy_throughput_compile", compile=c, naive_speedup_vs_eager=speedup, peak_gflops=peak)

@@ -111,3 +111,20 @@ def on_main(fn: Callable[[], T]) -> T:
     if error is not None:
         raise UserError(error)
     return result
+
+
+def any_rank(flag: torch.Tensor) -> bool:
+    """Whether the boolean scalar `flag` is true on any rank (every rank gets the same answer)."""
+    count = flag.float()
+    all_sum([count])
+    return bool(count > 0)
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value's mean over the ranks that have it (a rank with no replay rows this step has no
+    replay term), on every rank."""
+    if not joined():
+        return values
+    every = gather(values)
+    names = dict.fromkeys(name for part in every for name in part)
+    return {n: sum(p[n] for p in every if n in p) / sum(n in p for p in every) for n in names}

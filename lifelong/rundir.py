@@ -223,6 +223,18 @@ class RunDir:
         """The run trained every task and wrote its results (summary.json is written last)."""
         return (self.path / "summary.json").is_file()
 
+    def finished_state(self, cfg: RunConfig | None = None) -> tuple[RunConfig, Progress, list[str]]:
+        """A finished run's config, progress (from its last checkpoint) and task names (matrix.json);
+        `cfg`, if given, must compute the same thing as the saved config (it is not written)."""
+        saved = parse_config(saved_config_data(self.path), str(self.path / "config.yaml"))
+        if cfg is not None:
+            check_resumable(self.path, saved, cfg)
+        ckpt = self.latest_checkpoint()
+        if ckpt is None:
+            raise UserError(f"{str(self.path)!r} is finished but holds no checkpoint to read its progress")
+        progress = Progress(**read_json(ckpt / "progress.json", "checkpoint file"))
+        return saved, progress, read_json(self.path / "matrix.json", "results file")["tasks"]
+
     def check_environment(self, threads: int | None) -> None:
         """Warn when a run is resumed on another machine, library version or thread count."""
         saved_path = self.path / "environment.json"

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, DistributedType
 
-from lifelong.config import RunConfig, parse_config
+from lifelong.config import RunConfig
 from lifelong.data import build_stream
 from lifelong.data.batching import (
     Batch,
@@ -38,7 +38,7 @@ from lifelong.data.batching import (
     encode_stream,
     forward_groups,
 )
-from lifelong.distributed import gather, is_main, join, on_cpu, on_main, world
+from lifelong.distributed import all_sum, any_rank, is_main, join, mean_over_ranks, on_cpu, on_main, world
 from lifelong.errors import DivergenceError, UserError
 from lifelong.evaluate import evaluate_stream, set_eval_references
 from lifelong.loop import (
@@ -56,8 +56,8 @@ from lifelong.methods import (
     MethodContext,
     build_method,
     call_order,
+    check_distributed,
     context_methods,
-    method_entry,
     method_labels,
     route_methods,
 )
@@ -70,9 +70,6 @@ from lifelong.rundir import (
     RunDir,
     atomic_write,
     check_base,
-    check_resumable,
-    read_json,
-    saved_config_data,
     warn,
 )
 from lifelong.runlog import RunLog
@@ -109,7 +106,7 @@ class Trainer:
             log_with=list(cfg.tracking) or None,
             project_dir=str(run_dir.path / "tracking"),
         )
-        check_distributed(cfg, self.accelerator.num_processes)
+        check_distributed([m.name for m in cfg.methods], self.accelerator.num_processes)
         if self.accelerator.distributed_type == DistributedType.FSDP:  # sharded weights: see the docs
             raise UserError("FSDP is not supported yet (docs/distributed.md): launch with DDP")
         self.device = self.accelerator.device
@@ -354,18 +351,12 @@ class Trainer:
             own = method.loss_terms(self.raw, task_view, next(replay_views) if extra is not None else None)
             terms |= {f"{self.labels[i]}.{name}": value for name, value in own.items()}  # unique keys
         loss = sum(terms.values())
-        if self.diverged(loss):  # on this process, or on another (then this one's loss is finite)
+        # nan or inf on this process, or on another (then this one's loss is finite): all stop together
+        if any_rank(~torch.isfinite(loss.detach())):
             value = loss.item() if not torch.isfinite(loss) else float("nan")
             raise DivergenceError(self.divergence_message(value))
         optimizer_step(self.accelerator, loss, self.optimizer, self.model, self.cfg.train.grad_clip)
-        return self.logged({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **stats})
-
-    def diverged(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is nan or inf, on any process (all of them stop together, none waits)."""
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self.accelerator.num_processes > 1:
-            bad = self.accelerator.reduce(bad, "sum")
-        return bool(bad > 0)
+        return mean_over_ranks({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}, **stats})
 
     def task_loss(self, view: Forward) -> torch.Tensor:
         """The task rows' mean token loss. Under several processes the sum of this process's token
@@ -375,17 +366,9 @@ class Trainer:
         world = self.accelerator.num_processes
         if world == 1:
             return view.mean_loss()
-        counted = self.accelerator.reduce(view.mask.sum().detach(), "sum")
+        counted = view.mask.sum().detach()
+        all_sum([counted])
         return view.token_loss.sum() * world / counted.clamp(min=1.0)
-
-    def logged(self, values: dict[str, float]) -> dict[str, float]:
-        """A step's logged values; under several processes each the mean over the processes that have
-        it (a process with no replay rows this step has no replay term)."""
-        if self.accelerator.num_processes == 1:
-            return values
-        every = gather(values)
-        names = dict.fromkeys(name for part in every for name in part)
-        return {n: sum(p[n] for p in every if n in p) / sum(n in p for p in every) for n in names}
 
     def divergence_message(self, loss: float) -> str:
         where = f"task {self.progress.task + 1} step {self.progress.step + 1}"
@@ -492,7 +475,7 @@ def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
     """Start a new run of `cfg` in a new directory under `cfg.output_dir` (under several processes:
     made by rank 0, its path sent to the others)."""
     join()
-    check_distributed(cfg, world())
+    check_distributed([m.name for m in cfg.methods], world())
     run_dir = RunDir(on_main(lambda: RunDir.create(cfg).path))
     try:
         trainer = Trainer(cfg, run_dir, show_progress=show_progress)
@@ -503,38 +486,12 @@ def run(cfg: RunConfig, show_progress: bool = True) -> RunResult:
     return trainer.run()
 
 
-def check_distributed(cfg: RunConfig, processes: int) -> None:
-    """Refuse, before anything is loaded, a method that cannot train on several processes."""
-    single = [m.name for m in cfg.methods if not method_entry(m.name).method_cls.compatibility.distributed]
-    if single and processes > 1:
-        raise UserError(
-            f"method {single[0]} cannot run on several processes (docs/distributed.md says why): "
-            "launch it on one"
-        )
-
-
 def resume(path: str | Path, cfg: RunConfig | None = None, show_progress: bool = True) -> RunResult:
     """Continue the run in `path` from its newest checkpoint (or from the start if it has none). A
     finished run is returned as it is: nothing is trained or written again."""
     if RunDir(Path(path)).finished:
-        return finished_result(RunDir(Path(path)), cfg)
+        return RunResult(Path(path), *RunDir(Path(path)).finished_state(cfg), already_finished=True)
     join()
     run_dir, cfg = on_main(lambda: RunDir.open(Path(path), cfg))  # a changed config: recorded by rank 0
-    check_distributed(cfg, world())
+    check_distributed([m.name for m in cfg.methods], world())
     return Trainer(cfg, run_dir, resume=True, show_progress=show_progress).run()
-
-
-def finished_result(run_dir: RunDir, cfg: RunConfig | None) -> RunResult:
-    """The result of a finished run, read from its last checkpoint and matrix.json; `cfg`, if given,
-    must compute the same thing as the saved config (it is not written: the run's files stay)."""
-    saved = parse_config(saved_config_data(run_dir.path), str(run_dir.path / "config.yaml"))
-    if cfg is not None:
-        check_resumable(run_dir.path, saved, cfg)
-    ckpt = run_dir.latest_checkpoint()
-    if ckpt is None:
-        raise UserError(
-            f"{str(run_dir.path)!r} is finished but holds no checkpoint to read its progress from"
-        )
-    progress = Progress(**read_json(ckpt / "progress.json", "checkpoint file"))
-    tasks = read_json(run_dir.path / "matrix.json", "results file")["tasks"]
-    return RunResult(run_dir.path, saved, progress, tasks, already_finished=True)

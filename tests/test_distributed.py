@@ -14,6 +14,7 @@ compared, with the tolerances stated in docs/distributed.md:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -27,7 +28,9 @@ import yaml
 from safetensors.torch import load_file
 
 from lifelong.config import parse_config
-from lifelong.distributed import share
+from lifelong.distributed import any_rank, mean_over_ranks, share
+from lifelong.errors import UserError
+from lifelong.methods import check_distributed, method_entry
 from lifelong.methods.base import MethodContext
 from lifelong.seeding import generator
 from lifelong.train import run
@@ -150,6 +153,35 @@ def test_each_process_draws_its_own_rows_from_a_generator_they_share():
     alone = MethodContext(None, None, "cpu", 0, 8, 16, "sequence")
     gen = generator(0, "replay")
     assert alone.for_rank(gen) is gen  # one process: the draws of before
+
+
+def test_a_method_that_cannot_run_on_several_processes_is_refused_in_one_line(monkeypatch):
+    naive = method_entry("naive").method_cls
+    single = dataclasses.replace(naive.compatibility, distributed=False)
+    monkeypatch.setattr(naive, "compatibility", single)
+    check_distributed(["naive"], 1)  # one process: fine
+    with pytest.raises(UserError, match="method naive cannot run on several processes"):
+        check_distributed(["ewc", "naive"], 2)
+
+
+def test_on_one_process_the_collectives_change_nothing():
+    assert any_rank(torch.tensor(True)) and not any_rank(torch.tensor(False))
+    assert mean_over_ranks({"loss": 1.5}) == {"loss": 1.5}
+
+
+@pytest.mark.slow
+def test_a_compiled_run_on_two_processes_trains_as_on_one(tmp_path):
+    """train.compile under DDP: the wrapped model is compiled, and trains as the compiled single process."""
+    data = config("naive", tmp_path / "one") | {"name": "compiled"}
+    data["train"] |= {"compile": True}
+    one = run(parse_config(data), show_progress=False).path
+    root = tmp_path / "two"
+    root.mkdir()
+    (root / "compiled.yaml").write_text(yaml.safe_dump(data | {"output_dir": str(root / "runs")}))
+    done = launch(["run", str(root / "compiled.yaml"), "--no-progress"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    apart = differences(one, root / "runs" / "compiled")
+    assert apart["matrix"] <= TOLERANCE and apart["weights"] < WEIGHT_TOLERANCE, apart
 
 
 @pytest.mark.slow

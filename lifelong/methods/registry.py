@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from lifelong.errors import UserError
+
 # name -> (module, one-line summary)
 METHODS: dict[str, tuple[str, str]] = {
     "naive": ("lifelong.methods.naive", "sequential fine-tuning (the baseline)"),
@@ -144,6 +146,16 @@ def check_compatible(methods: list[tuple[str, Compatibility]]) -> str | None:
     if len(readers) > 1:
         return f"methods {' and '.join(readers)} both rewrite the eval prompts (a context each): use one"
     return None
+
+
+def check_distributed(names: list[str], processes: int) -> None:
+    """Refuse, before anything is loaded, a method that cannot train on several processes."""
+    single = [name for name in names if not method_entry(name).method_cls.compatibility.distributed]
+    if single and processes > 1:
+        raise UserError(
+            f"method {single[0]} cannot run on several processes (docs/distributed.md says why): "
+            "launch it on one"
+        )
 
 
 def call_order(kinds: list[Compatibility]) -> list[int]:
