@@ -24,6 +24,7 @@ _EXPORTS = {
     "resume": "lifelong.train",
     "run": "lifelong.train",
     "summary": "lifelong.metrics",
+    "sweep": "lifelong.sweep",
     "toy_stream": "lifelong.data",
 }
 __all__ = sorted(_EXPORTS)
