@@ -122,14 +122,26 @@ def parse_ranges(items: list[str]) -> dict[str, Range]:
         parts = bounds.split(":")
         if not key.strip() or len(parts) not in (2, 3) or parts[2:] not in ([], ["log"]):
             raise UserError(f"--range expects KEY=LO:HI or KEY=LO:HI:log, got {item!r}")
-        low, high = (parse_yaml(p.strip(), f"--range {item}") for p in parts[:2])
+        low, high = (number(p.strip(), f"--range {item}") for p in parts[:2])
         ranges[key.strip()] = checked_range(key.strip(), low, high, parts[2:] == ["log"])
     return ranges
 
 
+def number(text: str, where: str) -> int | float:
+    """An int, else a float: `1e-4` too, which YAML 1.1 reads as a string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    raise UserError(f"{where}: {text!r} is not a number")
+
+
 def checked_range(key: str, low: Any, high: Any, log: bool) -> Range:
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (low, high)):
-        raise UserError(f"--range {key}: LO and HI must be numbers, got {low!r} and {high!r}")
+    if not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)
+    ):
+        raise UserError(f"--range {key}: LO and HI must be finite numbers, got {low!r} and {high!r}")
     if not low <= high:
         raise UserError(f"--range {key}: LO {low} is above HI {high}")
     if log and low <= 0:
@@ -140,10 +152,10 @@ def checked_range(key: str, low: Any, high: Any, log: bool) -> Range:
 # ------------------------------------------------------------------ points
 def expand(spec: SweepSpec) -> list[Point]:
     """The sweep's points in a stable order: each random draw crossed with every grid point."""
-    if not spec.grid and not spec.random:
-        raise UserError("a sweep needs --grid KEY=V1,V2 or --random N with --range KEY=LO:HI")
     if bool(spec.random) != bool(spec.ranges):
         raise UserError("--random N and --range KEY=LO:HI go together")
+    if not spec.grid and not spec.random:
+        raise UserError("a sweep needs --grid KEY=V1,V2 or --random N with --range KEY=LO:HI")
     if both := sorted(set(spec.grid) & set(spec.ranges)):
         raise UserError(f"{both[0]} is given both as --grid and as --range")
     draws = random_draws(spec.ranges, spec.random, spec.seed) if spec.random else [{}]
