@@ -42,6 +42,7 @@ from lifelong.rundir import atomic_write, config_yaml, read_json, write_json
 SWEEP_FILE = "sweep.yaml"
 POINTS_DIR = "points"
 METRIC_COLUMNS = ["AA", "FGT", "BWT", "FWD", "final_new_task", "train_seconds", "trained_tokens"]
+HEADERS = {"final_new_task": "new\ntask", "train_seconds": "train\ns", "trained_tokens": "tokens"}
 DRAWN_DIGITS = 4  # significant digits a random float draw keeps: readable, and exact in YAML
 MAX_SLUG = 40  # characters of a point directory's name after its number
 
@@ -353,19 +354,24 @@ def fmt(key: str, value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def print_table(path: Path, rows: list[dict[str, Any]], points: list[Point], console: Console | None = None):
-    table = Table(
-        title=f"Sweep {path} (higher is better; FGT: lower is better; FWD vs the initial model)",
-        title_justify="left",
-    )
-    cols = columns(points)
-    for col in cols:
+def print_table(
+    path: Path, rows: list[dict[str, Any]], points: list[Point], console: Console | None = None
+) -> None:
+    """The sweep's table: a point by its number (its values are the next columns), numbers unwrapped."""
+    # no rules and no title (as wide as the console, it would widen the columns): fits 80 columns
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    cols = columns(points)[1:]
+    cells = [[row["point"][:3], *(fmt(c, row.get(c)) for c in cols)] for row in rows]
+    for col in ["#", *cols]:  # headers broken at underscores, numbers never: fits a pipe's 80 columns
         table.add_column(
-            col.replace("_", " "), justify="left" if col == "point" else "right", overflow="fold"
+            HEADERS.get(col, col.split(".")[-1].replace("_", "\n")), justify="right", no_wrap=True
         )
-    for row in rows:
-        table.add_row(*(fmt(c, row.get(c)) for c in cols))
-    (console or Console()).print(table)
+    for row in cells:
+        table.add_row(*row)
+    console = console or Console()
+    legend = "higher is better; FGT: lower is better; FWD vs the initial model"
+    console.print(f"Sweep {path} ({legend})", highlight=False, markup=False, soft_wrap=True)
+    console.print(table)
 
 
 def frontier_png(rows: list[dict[str, Any]], points: list[Point]) -> bytes:
@@ -389,6 +395,8 @@ def frontier_png(rows: list[dict[str, Any]], points: list[Point]) -> bytes:
                 point.label, (row[key], row["FGT"]), textcoords="offset points", xytext=(5, 4), fontsize=7
             )
         ax.set_xlabel(xlabel)
+        if key == "trained_tokens":
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
         ax.set_ylabel("FGT (forgetting, lower is better)")
         ax.grid(alpha=0.3)
         ax.margins(0.2)
