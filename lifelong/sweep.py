@@ -257,25 +257,36 @@ def run_sweep(
     show_progress: bool = True,
     resuming: bool = False,
 ) -> SweepResult:
-    """Run every unfinished point of the sweep in `path`, then write its table and frontier."""
-    from lifelong.parallel import default_jobs, threads_per_job, with_threads
+    """Run every unfinished point of the sweep in `path`, then write its table and frontier. Under a
+    launcher, rank 0 writes the sweep's files and every rank trains each point together."""
+    from lifelong.distributed import is_main, join, on_main
+    from lifelong.parallel import default_jobs
+    from lifelong.rundir import RunDir
+
+    join()
+    jobs = jobs or default_jobs(len(points))
+    paths = on_main(lambda: start_points(spec, path, points, resuming, jobs))
+    if paths:
+        train_points(paths, max(1, min(len(paths), jobs)), ray, show_progress)
+    rows = table_rows(path, points)
+    if is_main() and all(RunDir(run_path(path, p)).finished for p in points):
+        write_table(path, rows, points)
+    return SweepResult(path, rows, ran=len(paths))
+
+
+def start_points(spec: SweepSpec, path: Path, points: list[Point], resuming: bool, jobs: int) -> list[Path]:
+    """Validate every point, make the sweep directory and the run directories of the points never
+    started (with `jobs`' share of the cores); return the run directories of the unfinished points."""
+    from lifelong.parallel import threads_per_job, with_threads
     from lifelong.rundir import RunDir
 
     cfgs = prepare(spec, path, points, resuming)
-    pending = [
-        (p, cfg) for p, cfg in zip(points, cfgs, strict=True) if not RunDir(run_path(path, p)).finished
-    ]
-    jobs = max(1, min(len(pending), jobs or default_jobs(len(pending))))
+    pending = [(p, c) for p, c in zip(points, cfgs, strict=True) if not RunDir(run_path(path, p)).finished]
+    threads = threads_per_job(max(1, min(len(pending), jobs)))
     for point, cfg in pending:
-        if not run_path(path, point).exists():  # never started (a started one keeps its own config)
-            RunDir.create(with_threads(cfg, cfg.train.threads or threads_per_job(jobs)))
-    paths = [run_path(path, p) for p, _ in pending]
-    if paths:
-        train_points(paths, jobs, ray, show_progress)
-    rows = table_rows(path, points)
-    if all(RunDir(run_path(path, p)).finished for p in points):
-        write_table(path, rows, points)
-    return SweepResult(path, rows, ran=len(paths))
+        if not run_path(path, point).exists():  # a started one keeps its own config (and threads)
+            RunDir.create(with_threads(cfg, cfg.train.threads or threads))
+    return [run_path(path, p) for p, _ in pending]
 
 
 def run_path(path: Path, point: Point) -> Path:
