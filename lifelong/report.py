@@ -422,7 +422,7 @@ def print_runs(paths: list[Path], console: Console | None = None) -> None:
             console.print(
                 f"{path}: {len(matrix['tasks'])} tasks, the matrix is in matrix.csv", highlight=False
             )
-        if (kept := kept_table(str(path), matrix, result)) is not None:
+        if (kept := kept_table(path.name, matrix, result)) is not None:
             console.print(kept)
     labels = run_labels([path for path, _, _ in loaded])
     console.print(

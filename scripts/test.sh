@@ -12,7 +12,9 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "warning: chromium is missing (as root: apt-get install -y chromium); its test fails or skips" >&2
   fi
 fi
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# one pytest worker per core, one thread each; an idle worker takes tests queued for the other
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$(nproc 2>/dev/null || echo 1)" --dist worksteal "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
   echo "no tests were collected" >&2
