@@ -257,3 +257,10 @@ def test_ray_trials_give_the_local_backends_numbers(tmp_path, write_config, monk
     assert [rows_of(r) for r in ray] == [rows_of(r) for r in local]
     assert (tmp_path / "runs" / "ray" / "ray").is_dir()  # Ray's records stay inside the sweep
     assert not any(math.isnan(v) for r in ray for row in rows_of(r) for v in row)
+
+
+def test_lifelong_sweep_is_the_function_and_the_module():
+    import lifelong.sweep as module
+
+    assert lifelong.sweep is module and module.expand is expand
+    assert callable(lifelong.sweep) and "sweep" in lifelong.__all__
