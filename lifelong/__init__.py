@@ -24,6 +24,7 @@ _EXPORTS = {
     "resume": "lifelong.train",
     "run": "lifelong.train",
     "summary": "lifelong.metrics",
+    "sweep": "lifelong.sweep",
     "toy_stream": "lifelong.data",
 }
 __all__ = sorted(_EXPORTS)
@@ -32,7 +33,10 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'lifelong' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    module = importlib.import_module(_EXPORTS[name])
+    # `sweep` is also its module's name: the module itself, callable (so `import lifelong.sweep` still
+    # finds the module), rather than the function
+    value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
     globals()[name] = value  # found directly next time
     return value
 

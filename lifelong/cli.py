@@ -139,6 +139,65 @@ def compare_cmd(
     typer.echo(f"wrote {out}/compare.md, compare.csv, compare.json, compare.png")
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: Annotated[
+        str | None, typer.Argument(help="The base config: a YAML file or a built-in name.")
+    ] = None,
+    grid: Annotated[
+        list[str] | None, typer.Option(help="KEY=V1,V2,...: one point per value (keys crossed).")
+    ] = None,
+    random: Annotated[int, typer.Option(min=0, help="N random draws of the --range keys.")] = 0,
+    range_: Annotated[
+        list[str] | None, typer.Option("--range", help="KEY=LO:HI or KEY=LO:HI:log, drawn --random times.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the draws (default: the config's).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: train.lr=1e-4")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Where the sweep directory goes.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The sweep directory's name (default: NAME-sweep).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the sweep in this directory.")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Points trained at once (default: one per core on CPU).")
+    ] = None,
+    ray: Annotated[
+        str | None, typer.Option(help="Run each point as a Ray Tune trial: auto (a local Ray) or ADDRESS.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress.")] = True,
+) -> None:
+    """Train a config at every point of a grid and/or of random draws; tabulate the points' metrics
+    and draw FGT against compute and against the new task's score (docs/sweeps.md)."""
+    from lifelong.sweep import expand, make_spec, print_table, read_sweep, run_sweep, sweep_dir_for
+    from lifelong.train import Interrupted
+
+    if resume is not None:
+        if config or grid or range_ or random or set_ or seed is not None or output_dir or name:
+            raise UserError(
+                "--resume continues a sweep as sweep.yaml describes it: give only --jobs or --ray"
+            )
+        spec, points = read_sweep(resume)
+        path = resume
+    elif config is None:
+        raise UserError("give a base config (e.g. lifelong sweep toy_naive --grid train.lr=1e-3,3e-3)")
+    else:
+        from lifelong.sweep import parse_grid, parse_ranges
+
+        overrides = parse_set(set_ or []) | ({"output_dir": output_dir} if output_dir else {})
+        spec = make_spec(config, parse_grid(grid or []), parse_ranges(range_ or []), random, seed, overrides)
+        points = expand(spec)
+        path = sweep_dir_for(spec, name)
+    console = Console(quiet=QUIET)
+    try:
+        result = run_sweep(spec, path, points, jobs, ray, progress, resuming=resume is not None)
+    except Interrupted:
+        message = f"interrupted: checkpoints saved; continue with: lifelong sweep --resume {path}"
+        err_console.print(message, highlight=False, markup=False, soft_wrap=True)
+        sys.exit(130)
+    console.print(f"{len(points)} points, {result.ran} trained now; wrote {path}", highlight=False)
+    print_table(path, result.rows, points, console)
+
+
 @app.command("report")
 def report_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Run directories.")],
@@ -151,8 +210,17 @@ def report_cmd(
         typer.Option(help="Also write one self-contained HTML page of the runs (figures inline) here."),
     ] = None,
 ) -> None:
-    """Print the matrices and metrics of finished runs side by side (--html: also as a page)."""
+    """Print the matrices and metrics of finished runs side by side (--html: also as a page); a sweep
+    directory: its table, and frontier.png drawn again."""
     from lifelong.report import print_at_target, print_runs
+    from lifelong.sweep import is_sweep_dir, report_sweep
+
+    for path in [p for p in runs if is_sweep_dir(p)]:
+        report_sweep(path)
+        typer.echo(f"wrote {path / 'frontier.png'}")
+    runs = [p for p in runs if not is_sweep_dir(p)]
+    if not runs:
+        return
 
     if html is not None:
         from lifelong.html_report import write_html_report

@@ -271,6 +271,11 @@ def builtin_pretrain_configs() -> dict[str, Any]:
 
 def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML config file, or a built-in config by name (see `lifelong configs`)."""
+    return config_from_data(read_config_data(path_or_name), overrides, str(path_or_name))
+
+
+def read_config_data(path_or_name: str | Path) -> dict[str, Any]:
+    """The parsed YAML mapping of a config file or of a built-in config by name, not yet validated."""
     folder = resources.files("lifelong") / "configs"
     text = read_config_text(path_or_name, {name: folder / f"{name}.yaml" for name in builtin_configs()})
     data = parse_yaml(text, str(path_or_name))
@@ -278,8 +283,12 @@ def load_config(path_or_name: str | Path, overrides: dict[str, Any] | None = Non
         raise UserError(f"config {str(path_or_name)!r} is empty")
     if not isinstance(data, dict):
         raise UserError(f"{path_or_name}: expected a mapping of settings at the top level")
-    data = with_stream_suggestions(apply_overrides(data, overrides or {}))
-    return parse_config(data, source=str(path_or_name))
+    return data
+
+
+def config_from_data(data: dict[str, Any], overrides: dict[str, Any] | None, source: str) -> RunConfig:
+    """A config's YAML data with dotted `overrides` applied and its stream's suggestions, validated."""
+    return parse_config(with_stream_suggestions(apply_overrides(data, overrides or {})), source=source)
 
 
 def with_stream_suggestions(data: dict[str, Any], schedule_alone: bool = False) -> dict[str, Any]:

@@ -59,14 +59,23 @@ def _run_in_worker(path: str) -> str:
 
 def run_side_by_side(cfgs: list[RunConfig], jobs: int, show_progress: bool = True) -> list[Path]:
     """Run every config in its own process, at most `jobs` at a time; return the run directories."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError("--jobs runs side by side on one process each: under a launcher, use --jobs 1")
+    check_not_launched()
     cfgs = [with_threads(cfg, cfg.train.threads or threads_per_job(jobs)) for cfg in cfgs]
     paths = [RunDir.create(cfg).path for cfg in cfgs]
+    return continue_side_by_side(paths, jobs, show_progress, [cfg.progress for cfg in cfgs])
+
+
+def continue_side_by_side(
+    paths: list[Path], jobs: int, show_progress: bool = True, shown: list[bool] | None = None
+) -> list[Path]:
+    """Resume every run directory in its own process, at most `jobs` at a time: new ones (made by
+    `RunDir.create`, their thread count in their config) start from the beginning, started ones from
+    their newest checkpoint, finished ones are left as they are. `shown`: whose progress to print."""
+    check_not_launched()
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_in_worker, str(path)) for path in paths]
         try:
-            watch(futures, paths, show_progress, [cfg.progress for cfg in cfgs])
+            watch(futures, paths, show_progress, shown or [True] * len(paths))
         except KeyboardInterrupt:  # the workers got the same Ctrl-C: they checkpoint and stop
             wait(futures)
             unfinished = [str(p) for p, f in zip(paths, futures, strict=True) if f.exception() is not None]
@@ -77,6 +86,11 @@ def run_side_by_side(cfgs: list[RunConfig], jobs: int, show_progress: bool = Tru
         for future in futures:
             future.result()  # a worker's error (a UserError, a divergence) is raised here
     return paths
+
+
+def check_not_launched() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--jobs runs side by side on one process each: under a launcher, use --jobs 1")
 
 
 def complete_lines(log: Path) -> list[bytes]:

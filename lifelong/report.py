@@ -60,6 +60,7 @@ def write_results(run_dir: RunDir, progress: Progress, task_names: list[str], da
         **({"kept": kept_summary(progress, kept, data)} if kept and progress.matrix else {}),
         **({"diverged": diverged} if diverged else {}),
         "train_seconds": round(progress.train_seconds, 3),
+        "trained_tokens": progress.trained_tokens,
         "eval_seconds": round(progress.eval_seconds, 3),
         "tasks_done": progress.task,
         "context_length": data.context_length,  # tokens: a preset's max_length, else the model's own

@@ -54,6 +54,9 @@ class Progress:
     trainable_params: int = 0  # the most parameters trained at once (the peak over tasks)
     total_params: int = 0  # every parameter of the trained model, adapters included
     trained_base: list[str] = field(default_factory=list)  # base parameters trainable at a task start
+    # tokens in the training steps' batches (new rows and replayed ones, padding not counted); under
+    # several processes the main process's count times their number. Older checkpoints: 0.
+    trained_tokens: int = 0
 
     def __post_init__(self) -> None:  # read back from JSON, a diverged score is the string "nan"
         self.baseline = None if self.baseline is None else [float(x) for x in self.baseline]

@@ -432,9 +432,8 @@ class Trainer:
         return route_methods(self.hooked, task_index, self.raw)
 
     def log_step(self, t, step, terms, batch, extras, elapsed, bar, bar_task) -> None:
-        tokens = int(batch.attention_mask.sum()) + sum(
-            int(e.attention_mask.sum()) for e in extras if e is not None
-        )
+        tokens = sum(int(b.attention_mask.sum()) for b in (batch, *extras) if b is not None)
+        self.progress.trained_tokens += tokens * self.accelerator.num_processes
         tokens_per_s = tokens / max(elapsed, 1e-9)
         lr = self.optimizer.param_groups[0]["lr"]
         self.log.step(self.global_step(), t, step + 1, lr, terms, tokens_per_s)
