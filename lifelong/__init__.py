@@ -24,7 +24,7 @@ _EXPORTS = {
     "resume": "lifelong.train",
     "run": "lifelong.train",
     "summary": "lifelong.metrics",
-    "sweep": "lifelong.sweep",
+    "sweep": "lifelong.sweeps",
     "toy_stream": "lifelong.data",
 }
 __all__ = sorted(_EXPORTS)
@@ -33,10 +33,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'lifelong' has no attribute {name!r}")
-    module = importlib.import_module(_EXPORTS[name])
-    # `sweep` is also its module's name: the module itself, callable (so `import lifelong.sweep` still
-    # finds the module), rather than the function
-    value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value  # found directly next time
     return value
 

@@ -168,7 +168,7 @@ def sweep_cmd(
 ) -> None:
     """Train a config at every point of a grid and/or of random draws; tabulate the points' metrics
     and draw FGT against compute and against the new task's score (docs/sweeps.md)."""
-    from lifelong.sweep import expand, make_spec, print_table, read_sweep, run_sweep, sweep_dir_for
+    from lifelong.sweeps import expand, make_spec, print_table, read_sweep, run_sweep, sweep_dir_for
     from lifelong.train import Interrupted
 
     if resume is not None:
@@ -181,7 +181,7 @@ def sweep_cmd(
     elif config is None:
         raise UserError("give a base config (e.g. lifelong sweep toy_naive --grid train.lr=1e-3,3e-3)")
     else:
-        from lifelong.sweep import parse_grid, parse_ranges
+        from lifelong.sweeps import parse_grid, parse_ranges
 
         overrides = parse_set(set_ or []) | ({"output_dir": output_dir} if output_dir else {})
         spec = make_spec(config, parse_grid(grid or []), parse_ranges(range_ or []), random, seed, overrides)
@@ -213,7 +213,7 @@ def report_cmd(
     """Print the matrices and metrics of finished runs side by side (--html: also as a page); a sweep
     directory: its table, and frontier.png drawn again."""
     from lifelong.report import print_at_target, print_runs
-    from lifelong.sweep import is_sweep_dir, report_sweep
+    from lifelong.sweeps import is_sweep_dir, report_sweep
 
     for path in [p for p in runs if is_sweep_dir(p)]:
         report_sweep(path)

@@ -19,7 +19,7 @@ import lifelong
 from lifelong.errors import UserError
 from lifelong.metrics import summary
 from lifelong.rundir import Progress
-from lifelong.sweep import (
+from lifelong.sweeps import (
     METRIC_COLUMNS,
     SweepSpec,
     expand,
@@ -259,8 +259,7 @@ def test_ray_trials_give_the_local_backends_numbers(tmp_path, write_config, monk
     assert not any(math.isnan(v) for r in ray for row in rows_of(r) for v in row)
 
 
-def test_lifelong_sweep_is_the_function_and_the_module():
-    import lifelong.sweep as module
+def test_lifelong_sweep_is_the_function():
+    from lifelong.sweeps import sweep
 
-    assert lifelong.sweep is module and module.expand is expand
-    assert callable(lifelong.sweep) and "sweep" in lifelong.__all__
+    assert lifelong.sweep is sweep and "sweep" in lifelong.__all__

@@ -25,8 +25,6 @@ import itertools
 import math
 import os
 import re
-import sys
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -468,14 +466,3 @@ def make_spec(
     spec = SweepSpec(name, data, dict(overrides or {}), dict(grid or {}), checked, random)
     spec.seed = config_from_data(data, spec.overrides, name).seed if seed is None else seed
     return spec
-
-
-class _CallableModule(types.ModuleType):
-    """`lifelong.sweep(...)` is this module's `sweep`: importing the module makes `lifelong.sweep` the
-    module itself, so the module forwards a call to the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> SweepResult:
-        return sweep(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
