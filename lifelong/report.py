@@ -494,3 +494,26 @@ def print_at_target(paths: list[Path], task: str, target: float, console: Consol
             scores = at["scores"][: len(names)]  # the stream's tasks (kept columns follow them)
             table.add_row(path.name, f"{at['global_step']:.0f}", *(f"{v:.3f}" for v in scores))
     console.print(table)
+
+
+# a sweep point's columns (lifelong/sweeps.py), read from its run directory
+POINT_COLUMNS = ["AA", "FGT", "BWT", "FWD", "final_new_task", "train_seconds", "trained_tokens"]
+
+
+def point_metrics(run: Path) -> dict[str, Any]:
+    """A finished run's metrics from its matrix.json (the stream's tasks, not the kept columns), the
+    last task's score after the last task, its training seconds and tokens; None for an unfinished one."""
+    if not (run / "summary.json").is_file():
+        return dict.fromkeys(POINT_COLUMNS)
+    matrix, result = (
+        read_json(run / "matrix.json", "run results"),
+        read_json(run / "summary.json", "run results"),
+    )
+    n = len(matrix["tasks"])
+    metrics = summary([row[:n] for row in matrix["rows"]], matrix["baseline"][:n])
+    return {
+        **{k: metrics.get(k) for k in POINT_COLUMNS[:4]},
+        "final_new_task": float(matrix["rows"][-1][n - 1]),
+        "train_seconds": result["train_seconds"],
+        "trained_tokens": result.get("trained_tokens", 0),  # runs written before it was counted: 0
+    }

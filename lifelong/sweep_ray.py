@@ -28,7 +28,7 @@ def train_point(config: dict[str, Any]) -> None:
     """A trial: train (or resume) one point's run directory, then report its metrics."""
     from ray import tune
 
-    from lifelong.sweeps import point_metrics
+    from lifelong.report import point_metrics
     from lifelong.train import resume
 
     # Tune starts a trial in a directory of its own; a config's relative data paths mean the sweep's

@@ -35,11 +35,11 @@ from rich.table import Table
 
 from lifelong.config import RunConfig, config_from_data, parse_yaml, read_config_data
 from lifelong.errors import UserError, read_text
-from lifelong.rundir import atomic_write, config_yaml, read_json, write_json
+from lifelong.report import POINT_COLUMNS, point_metrics
+from lifelong.rundir import atomic_write, config_yaml, write_json
 
 SWEEP_FILE = "sweep.yaml"
 POINTS_DIR = "points"
-METRIC_COLUMNS = ["AA", "FGT", "BWT", "FWD", "final_new_task", "train_seconds", "trained_tokens"]
 HEADERS = {"final_new_task": "new\ntask", "train_seconds": "train\ns", "trained_tokens": "tokens"}
 DRAWN_DIGITS = 4  # significant digits a random float draw keeps: readable, and exact in YAML
 MAX_SLUG = 40  # characters of a point directory's name after its number
@@ -311,34 +311,13 @@ def train_points(paths: list[Path], jobs: int, ray: str | None, show_progress: b
 
 
 # ------------------------------------------------------------------ the table and the frontier
-def point_metrics(run: Path) -> dict[str, Any]:
-    """A finished run's metrics from its matrix.json (the stream's tasks, not the kept columns), the
-    last task's score after the last task, its training seconds and tokens; None for an unfinished one."""
-    from lifelong.metrics import summary
-
-    if not (run / "summary.json").is_file():
-        return dict.fromkeys(METRIC_COLUMNS)
-    matrix, result = (
-        read_json(run / "matrix.json", "run results"),
-        read_json(run / "summary.json", "run results"),
-    )
-    n = len(matrix["tasks"])
-    metrics = summary([row[:n] for row in matrix["rows"]], matrix["baseline"][:n])
-    return {
-        **{k: metrics.get(k) for k in METRIC_COLUMNS[:4]},
-        "final_new_task": float(matrix["rows"][-1][n - 1]),
-        "train_seconds": result["train_seconds"],
-        "trained_tokens": result.get("trained_tokens", 0),  # runs written before it was counted: 0
-    }
-
-
 def table_rows(path: Path, points: list[Point]) -> list[dict[str, Any]]:
     return [{"point": p.id, **p.overrides, **point_metrics(run_path(path, p))} for p in points]
 
 
 def columns(points: list[Point]) -> list[str]:
     keys = dict.fromkeys(k for p in points for k in p.overrides)
-    return ["point", *keys, *METRIC_COLUMNS]
+    return ["point", *keys, *POINT_COLUMNS]
 
 
 def write_table(path: Path, rows: list[dict[str, Any]], points: list[Point]) -> None:

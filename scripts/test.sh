@@ -13,8 +13,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 # one pytest worker per core, one thread each; an idle worker takes tests queued for the other
+# (the cores this process may use, counted before OMP_NUM_THREADS is set: `nproc` would obey it)
+workers=$(.venv/bin/python -c "import os; print(len(os.sched_getaffinity(0)))")
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-.venv/bin/python -m pytest -q -p no:cacheprovider -n "$(nproc 2>/dev/null || echo 1)" --dist worksteal "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist worksteal "$@"
 code=$?
 if [ "$code" -eq 5 ]; then
   echo "no tests were collected" >&2

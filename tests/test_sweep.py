@@ -20,7 +20,7 @@ from lifelong.errors import UserError
 from lifelong.metrics import summary
 from lifelong.rundir import Progress
 from lifelong.sweeps import (
-    METRIC_COLUMNS,
+    POINT_COLUMNS,
     SweepSpec,
     expand,
     make_spec,
@@ -147,7 +147,7 @@ def test_a_four_point_sweep_side_by_side(tmp_path, write_config, monkeypatch, ca
     assert len(runs) == 4 and all((r / "summary.json").is_file() for r in runs)
     with (sweep_dir / "sweep.csv").open() as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == ["point", "train.lr", "train.steps_per_task", *METRIC_COLUMNS]
+    assert list(table[0]) == ["point", "train.lr", "train.steps_per_task", *POINT_COLUMNS]
     assert [(float(r["train.lr"]), int(r["train.steps_per_task"])) for r in table] == [
         (1e-3, 2),
         (1e-3, 4),
