@@ -501,18 +501,15 @@ POINT_COLUMNS = ["AA", "FGT", "BWT", "FWD", "final_new_task", "train_seconds", "
 
 
 def point_metrics(run: Path) -> dict[str, Any]:
-    """A finished run's metrics from its matrix.json (the stream's tasks, not the kept columns), the
-    last task's score after the last task, its training seconds and tokens; None for an unfinished one."""
+    """A finished run's metrics as its summary.json holds them (the stream's tasks, not the kept
+    columns), the last task's score after the last task, its training seconds and tokens; None for an
+    unfinished one."""
     if not (run / "summary.json").is_file():
         return dict.fromkeys(POINT_COLUMNS)
-    matrix, result = (
-        read_json(run / "matrix.json", "run results"),
-        read_json(run / "summary.json", "run results"),
-    )
+    matrix, result = load_run(run)
     n = len(matrix["tasks"])
-    metrics = summary([row[:n] for row in matrix["rows"]], matrix["baseline"][:n])
     return {
-        **{k: metrics.get(k) for k in POINT_COLUMNS[:4]},
+        **{k: result["metrics"].get(k) for k in POINT_COLUMNS[:4]},
         "final_new_task": float(matrix["rows"][-1][n - 1]),
         "train_seconds": result["train_seconds"],
         "trained_tokens": result.get("trained_tokens", 0),  # runs written before it was counted: 0

@@ -23,7 +23,6 @@ import csv
 import io
 import itertools
 import math
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -294,11 +293,12 @@ def run_path(path: Path, point: Point) -> Path:
 def train_points(paths: list[Path], jobs: int, ray: str | None, show_progress: bool) -> None:
     """Ray Tune trials (`ray`: auto or a cluster's address), a process pool on CPU, or (on a GPU, under
     a launcher, with one job) one point after another in this process."""
+    from lifelong.distributed import world
     from lifelong.parallel import continue_side_by_side
     from lifelong.train import resume
 
     if ray is not None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if world() > 1:
             raise UserError("--ray submits each point as a trial: run it without a launcher")
         from lifelong.sweep_ray import run_trials
 
