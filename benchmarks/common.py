@@ -229,21 +229,27 @@ def reset_sampling() -> None:
         SAMPLING[key] = 0
 
 
-def time_generate() -> None:
-    """Time `lifelong.sampling.generate` as self_replay calls it (its module attribute, replaced in this
-    process only) into SAMPLING["generate"]."""
-    import lifelong.methods.self_replay as self_replay_module
-
-    original = self_replay_module.generate
+def timed_into(original: Callable, totals: dict, key: str, count: str | None = None) -> Callable:
+    """`original`, adding the seconds of each call to `totals[key]` (and one to `totals[count]`)."""
 
     def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
             return original(*args, **kwargs)
         finally:
-            SAMPLING["generate"] += time.perf_counter() - start
+            totals[key] += time.perf_counter() - start
+            if count is not None:
+                totals[count] += 1
 
-    self_replay_module.generate = timed
+    return timed
+
+
+def time_generate() -> None:
+    """Time `lifelong.sampling.generate` as self_replay calls it (its module attribute, replaced in this
+    process only) into SAMPLING["generate"]."""
+    import lifelong.methods.self_replay as self_replay_module
+
+    self_replay_module.generate = timed_into(self_replay_module.generate, SAMPLING, "generate")
 
 
 def wrap_sample_chunk(trainer) -> None:
@@ -253,14 +259,4 @@ def wrap_sample_chunk(trainer) -> None:
 
     for method in trainer.methods:
         if isinstance(method, SelfReplay):
-            original = method.sample_chunk
-
-            def sample_chunk(*args, _original=original, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return _original(*args, **kwargs)
-                finally:
-                    SAMPLING["sample_chunk"] += time.perf_counter() - start
-                    SAMPLING["chunks"] += 1
-
-            method.sample_chunk = sample_chunk
+            method.sample_chunk = timed_into(method.sample_chunk, SAMPLING, "sample_chunk", "chunks")

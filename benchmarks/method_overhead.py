@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +32,7 @@ from common import (  # noqa: E402
     print_table,
     quiet,
     result_line,
+    timed_into,
     timed_trainer_run,
 )
 
@@ -50,18 +50,6 @@ METHODS: dict[str, dict] = {
 }
 
 FISHER = {"seconds": 0.0, "calls": 0}  # time in diagonal_fisher during the current run
-
-
-def timed_fisher(original):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            FISHER["seconds"] += time.perf_counter() - start
-            FISHER["calls"] += 1
-
-    return wrapper
 
 
 def config(method, steps: int, batch_size: int, seed: int, n_train: int, output_dir: str) -> RunConfig:
@@ -112,7 +100,7 @@ def main() -> None:
     n_train = 2000 if args.quick else 20000
 
     quiet()
-    ewc_module.diagonal_fisher = timed_fisher(ewc_module.diagonal_fisher)
+    ewc_module.diagonal_fisher = timed_into(ewc_module.diagonal_fisher, FISHER, "seconds", "calls")
     header(
         f"method_overhead: toy {'+'.join(TASKS)}, {steps} steps per task, batch {batch_size}, "
         f"{repeats} repeats, methods {list(METHODS)} against naive"
